@@ -1,0 +1,81 @@
+"""Tiny Self-RAG-shaped models built in code, for tests, benchmarks and demos without a model hub.
+
+`build_tiny_model(path)` trains a byte-level BPE tokenizer on a few sentences, adds the reflection tokens and
+saves a randomly initialised Llama next to it, in the HF layout that both transformers and vllm load.
+The head dimension is 64 because vllm's CPU attention kernel rejects smaller ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from selfrag.tokens import ALL_TOKENS
+
+CORPUS = """\
+### Instruction:
+Who wrote the novel Pride and Prejudice? The answer is Jane Austen, an English novelist.
+### Response:
+The capital of France is Paris. Paris is on the Seine river. Mount Everest is the highest mountain on Earth.
+Is the following statement correct or not? Say true if it's correct; otherwise say false.
+Given four answer candidates, A, B, C and D, choose the best answer choice.
+Water boils at 100 degrees Celsius at sea level. The Moon orbits the Earth. Plants need sunlight to grow.
+What is the occupation of Marie Curie? She was a physicist and chemist who studied radioactivity.
+In what country is Kyoto? Kyoto is a city in Japan. Who was the director of Jaws? Steven Spielberg.
+"""
+
+
+def build_tiny_tokenizer(vocab_size: int = 400, corpus: str = CORPUS):
+    """A `PreTrainedTokenizerFast` (byte-level BPE, BOS prepended) with the reflection tokens and `<pad>` added."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus.splitlines(), trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.add_special_tokens({"additional_special_tokens": list(ALL_TOKENS), "pad_token": "<pad>"})
+    return fast
+
+
+def build_tiny_model(path: str | Path, seed: int = 0, logit_scale: float = 8.0, num_layers: int = 2) -> Path:
+    """Save a tiny random Llama with the Self-RAG vocabulary to `path` and return it.
+
+    `logit_scale` multiplies the output head so that next-token distributions are peaked: greedy choices then
+    have clear margins, and backends that differ by float rounding still agree on them.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = Path(path)
+    tokenizer = build_tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=num_layers,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(logit_scale)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
