@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,20 @@ class Generation:
             raise AssertionError("step_logprobs must have one entry per generated token")
         if math.isnan(self.cumulative_logprob):
             raise AssertionError("cumulative_logprob is NaN")
+
+
+def eos_token_ids(tokenizer: Any, generation_eos: int | Iterable[int] | None) -> set[int]:
+    """The ids that end a completion: the generation config's `eos_token_id` (an id or a list) plus the
+    tokenizer's `eos_token_id`."""
+    eos = [] if generation_eos is None else [generation_eos] if isinstance(generation_eos, int) else generation_eos
+    return {i for i in (*eos, tokenizer.eos_token_id) if i is not None}
+
+
+def decode_completion(tokenizer: Any, token_ids: Sequence[int], eos_ids: Iterable[int]) -> str:
+    """`Generation.text`: the completion decoded with special tokens kept, without a final end-of-sequence id."""
+    token_ids = list(token_ids)
+    text_ids = token_ids[:-1] if token_ids and token_ids[-1] in set(eos_ids) else token_ids
+    return tokenizer.decode(text_ids, skip_special_tokens=False)
 
 
 class GenerationBackend(abc.ABC):

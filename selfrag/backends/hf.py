@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from selfrag.backends.base import Generation, GenerationBackend, GenParams
+from selfrag.backends.base import Generation, GenerationBackend, GenParams, decode_completion, eos_token_ids
 from selfrag.errors import BackendError
 
 logger = logging.getLogger(__name__)
@@ -58,8 +58,7 @@ class HFBackend(GenerationBackend):
             raise BackendError("the tokenizer has neither a pad nor an eos token; set one before decoding")
         self.pad_id = pad
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-        eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
-        self.eos_ids = {i for i in eos_ids if i is not None}
+        self.eos_ids = eos_token_ids(tokenizer, eos)
 
     @classmethod
     def from_pretrained(
@@ -147,6 +146,5 @@ class HFBackend(GenerationBackend):
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     def _to_generation(self, token_ids: list[int], cumulative: float, steps: list[dict[int, float]]) -> Generation:
-        text_ids = token_ids[:-1] if token_ids and token_ids[-1] in self.eos_ids else token_ids
-        text = self.tokenizer.decode(text_ids, skip_special_tokens=False)
+        text = decode_completion(self.tokenizer, token_ids, self.eos_ids)
         return Generation(text=text, token_ids=token_ids, cumulative_logprob=cumulative, step_logprobs=steps)

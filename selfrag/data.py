@@ -1,0 +1,164 @@
+"""Reading and writing the json / jsonl files of the eval and training data, with errors that name file and line.
+
+Formats follow the original eval files (docs/original_selfrag.md §11): a `.json` file holds a list of items
+(or `{"data": [...]}`), anything else is JSON Lines. Passages live in `ctxs` (fallback `top_contexts`), each a
+dict with `text` and usually `title`, `id`, `score`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from selfrag.errors import ConfigError, DataFormatError
+
+logger = logging.getLogger(__name__)
+
+
+def load_items(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Load a `.json` list (or `{"data": [...]}`) or a JSON Lines file; each item must be an object."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: input file not found")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise DataFormatError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); a .json file must hold a list") from err
+        if isinstance(data, Mapping) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list):
+            raise DataFormatError(f"{path}: a .json input must hold a list of items (or {{'data': [...]}})")
+        items = data
+        locations = [f"{path}: item {i}" for i in range(len(items))]
+    else:
+        items, locations = [], []
+        with path.open(encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataFormatError(
+                        f"{path}:{lineno}: not valid JSON ({err.msg}); JSON Lines needs one object per line "
+                        "(use a .json suffix for a file holding one JSON list)"
+                    ) from err
+                locations.append(f"{path}:{lineno}")
+    for item, where in zip(items, locations):
+        if not isinstance(item, Mapping):
+            raise DataFormatError(f"{where}: expected a JSON object, found {type(item).__name__}")
+        item.setdefault("_where", where)
+    if not items:
+        raise DataFormatError(f"{path}: no items")
+    return items
+
+
+def where(item: Mapping[str, Any]) -> str:
+    """`file:line` of an item loaded by `load_items` (for error messages)."""
+    return str(item.get("_where", "<item>"))
+
+
+def require_field(item: Mapping[str, Any], field: str, kind: type | tuple[type, ...] = str) -> Any:
+    if field not in item:
+        raise DataFormatError(f"{where(item)}: missing field '{field}'")
+    if not isinstance(item[field], kind):
+        raise DataFormatError(f"{where(item)}: field '{field}' has type {type(item[field]).__name__}")
+    return item[field]
+
+
+def get_ctxs(item: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The item's passages (`ctxs`, or `top_contexts` as in the original), validated."""
+    key = "ctxs" if "ctxs" in item else "top_contexts" if "top_contexts" in item else None
+    if key is None:
+        raise DataFormatError(
+            f"{where(item)}: missing field 'ctxs' (retrieved passages); add them with retrieval_lm/passage_retrieval.py "
+            "or run with --mode no_retrieval"
+        )
+    ctxs = item[key]
+    if not isinstance(ctxs, list):
+        raise DataFormatError(f"{where(item)}: field '{key}' must be a list of passages")
+    for k, ctx in enumerate(ctxs):
+        if not isinstance(ctx, Mapping) or not isinstance(ctx.get("text"), str):
+            raise DataFormatError(f"{where(item)}: {key}[{k}] must be an object with a string 'text'")
+    return ctxs
+
+
+def clean(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The item without bookkeeping keys (for writing back)."""
+    return {k: v for k, v in item.items() if k != "_where"}
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to `path` through a temporary file and a rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        json.dump(obj, handle, ensure_ascii=False, indent=1)
+    os.replace(tmp, path)
+
+
+class JsonlCheckpoint:
+    """Append-only record of finished items, so an interrupted run resumes without losing or repeating any.
+
+    The first line holds a fingerprint of the settings that shape the results; resuming with other settings is
+    refused. Each record carries the item's `index`. A torn last line (crash during a write) is dropped.
+    """
+
+    def __init__(self, path: str | os.PathLike, fingerprint: Mapping[str, Any]) -> None:
+        self.path = Path(path)
+        self.fingerprint = json.loads(json.dumps(dict(fingerprint)))
+
+    def load(self) -> dict[int, dict[str, Any]]:
+        """Records already written, by index (empty when starting fresh)."""
+        if not self.path.exists():
+            return {}
+        done: dict[int, dict[str, Any]] = {}
+        with self.path.open(encoding="utf-8") as handle:
+            lines = handle.read().split("\n")
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if lineno >= len(lines) - 1:  # the torn last line of a crashed write
+                    logger.warning("%s: dropping an incomplete last line; that item will be redone", self.path)
+                    continue
+                raise DataFormatError(f"{self.path}:{lineno}: corrupt checkpoint line; delete the file to restart")
+            if lineno == 1:
+                if record.get("fingerprint") != self.fingerprint:
+                    raise ConfigError(
+                        f"{self.path} holds a run with other settings ({record.get('fingerprint')}); "
+                        "delete it or choose another --output_file to start a new run"
+                    )
+                continue
+            done[record["index"]] = record
+        if done:
+            logger.info("resuming: %d items already done in %s", len(done), self.path)
+        # Rewrite without a torn line, so later appends start on a clean line.
+        self._rewrite(done.values())
+        return done
+
+    def _rewrite(self, records: Iterable[Mapping[str, Any]]) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"fingerprint": self.fingerprint}) + "\n")
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(tmp, self.path)
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._rewrite([])
+        with self.path.open("a", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())

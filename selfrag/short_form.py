@@ -1,0 +1,240 @@
+"""Short-form evaluation run (PopQA, TriviaQA, PubHealth, ARC-Challenge): config, data, batching, resume, output.
+
+`run_short_form(config)` is what `retrieval_lm/run_short_form.py` calls. The output JSON keeps the original's
+keys (`preds`, `prompts`, `metric_results`, `all_results`, `golds`, `metric`, `metric_mean`, `scores`) and adds
+`retrieve`, `retrieval_probs`, `retrieval_frequency`, `metrics` and `config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm import tqdm
+
+from selfrag.backends import GenerationBackend, default_backend, load_backend
+from selfrag.data import JsonlCheckpoint, get_ctxs, load_items, require_field, where, write_json_atomic
+from selfrag.decoding.short_form import ShortFormSettings, run_batch
+from selfrag.errors import ConfigError, DataFormatError
+from selfrag.metrics import METRICS, metric_fn
+from selfrag.prompts import CLOSED_TASKS, arc_choices, build_instruction, format_prompt
+from selfrag.scoring import Weights
+from selfrag.tokens import ReflectionVocab
+
+logger = logging.getLogger(__name__)
+
+MODES = ("default", "adaptive_retrieval", "no_retrieval", "always_retrieve")
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text, **kwargs.pop("metadata", {})}, **kwargs)
+
+
+@dataclass
+class ShortFormConfig:
+    """Flags of `run_short_form.py`: the original's names and defaults, plus `--backend`, `--batch_size`, `--compat`.
+
+    Unused original flags (`--device`, `--tokenizer_path`, `--beam_width`, `--max_depth`) are accepted and ignored.
+    """
+
+    # Model and backend
+    model_name: str = _help("HF hub id or local path of a Self-RAG generator.", default="")
+    backend: Literal["auto", "vllm", "hf"] = _help("auto: vllm with a CUDA GPU, else HF transformers.", default="auto")
+    dtype: str = _help("Model dtype: half, bfloat16, float32, auto (half becomes float32 on CPU).", default="half")
+    world_size: int = _help("vllm tensor_parallel_size.", default=1)
+    download_dir: str = _help("vllm download directory.", default=".cache")
+    max_model_len: int | None = _help("vllm max_model_len (default: the model's).", default=None)
+    # Data
+    input_file: str = _help("json / jsonl eval file with question, answers and ctxs.", default="")
+    output_file: str = _help("Result JSON; <output_file>.partial.jsonl holds progress for resuming.", default="")
+    task: str | None = _help("arc_c, fever (PubHealth) or none (PopQA, TriviaQA).", default=None)
+    ndocs: int = _help("Passages per question (ctxs[:ndocs]).", default=10)
+    limit: int | None = _help("Only the first N items.", default=None)
+    # Decoding
+    mode: Literal["default", "adaptive_retrieval", "no_retrieval", "always_retrieve"] = _help(
+        "default = adaptive_retrieval.", default="default"
+    )
+    threshold: float | None = _help(
+        "Retrieve when p(Ret)/(p(Ret)+p(NoRet)) > threshold; unset: when the model generates [Retrieval].", default=None
+    )
+    max_new_tokens: int = _help("Tokens to generate per completion.", default=15)
+    use_groundness: bool = _help("Add the IsSup score.", default=False, metadata={"aliases": ["--use_grounding"]})
+    use_utility: bool = _help("Add the IsUse score.", default=False)
+    use_seqscore: bool = _help("Add exp(mean token log-prob).", default=False)
+    w_rel: float = _help("Weight of IsRel.", default=1.0)
+    w_sup: float = _help("Weight of IsSup.", default=1.0)
+    w_use: float | None = _help("Weight of IsUse (default 0.5 as the paper; 1.0 with --compat original).", default=None)
+    compat: Literal["none", "original"] = _help(
+        "original: reproduce the original code's scoring quirks (docs/upstream_quirks.md).", default="none"
+    )
+    batch_size: int = _help("Questions per backend call (x ndocs sequences when retrieving).", default=32)
+    max_batch_size: int = _help("hf backend: sequences per forward pass.", default=16)
+    # Evaluation
+    metric: Literal["match", "accuracy", "exact_match", "f1", "none"] | None = _help(
+        "Per-item metric reported as metric_results (default match, the paper's).", default=None
+    )
+    seed: int = _help("Random seed (the original's 633).", default=633)
+    # Accepted for compatibility with the original command lines; they have no effect.
+    device: str = _help("Unused (original flag).", default="cuda")
+    tokenizer_path: str | None = _help("Unused (original flag).", default=None)
+    beam_width: int = _help("Unused in short form (original flag).", default=2)
+    max_depth: int = _help("Unused in short form (original flag).", default=2)
+
+    def __post_init__(self) -> None:
+        if not self.model_name:
+            raise ConfigError("--model_name is required")
+        if not self.input_file or not self.output_file:
+            raise ConfigError("--input_file and --output_file are required")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0 and self.compat == "none":
+            raise ConfigError(f"--threshold must lie in [0, 1] (a probability); got {self.threshold}")
+        for name in ("ndocs", "max_new_tokens", "batch_size", "max_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be at least 1; got {getattr(self, name)}")
+        if self.w_use is None:
+            self.w_use = 1.0 if self.compat == "original" else 0.5
+        if self.metric is None:
+            self.metric = "match"
+
+    @property
+    def resolved_mode(self) -> str:
+        return "adaptive_retrieval" if self.mode == "default" else self.mode
+
+    def settings(self) -> ShortFormSettings:
+        weights = Weights(
+            w_rel=self.w_rel,
+            w_sup=self.w_sup,
+            w_use=float(self.w_use),
+            use_groundness=self.use_groundness,
+            use_utility=self.use_utility,
+            use_seqscore=self.use_seqscore,
+        )
+        return ShortFormSettings(
+            mode=self.resolved_mode,  # type: ignore[arg-type]
+            threshold=self.threshold,
+            ndocs=self.ndocs,
+            max_new_tokens=self.max_new_tokens,
+            closed=self.task in CLOSED_TASKS,
+            weights=weights,
+            compat=self.compat,
+        )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that shape per-item results; a resumed run must match them."""
+        keep = ("model_name", "input_file", "task", "ndocs", "limit", "threshold", "max_new_tokens", "use_groundness",
+                "use_utility", "use_seqscore", "w_rel", "w_sup", "w_use", "compat")
+        return {"mode": self.resolved_mode, **{k: getattr(self, k) for k in keep}}
+
+
+def gold_answers(item: dict[str, Any], task: str | None, compat: str) -> list[str]:
+    """Gold answers: `answers` (or `answer`); for arc_c `[answerKey]`, with digit keys mapped to letters by default."""
+    if task == "arc_c":
+        key = str(require_field(item, "answerKey", (str, int)))
+        if compat != "original" and key in {"1", "2", "3", "4"}:
+            key = "ABCD"[int(key) - 1]  # the prompt shows letters; the original compares against the digit
+        return [key]
+    if "answers" in item:
+        answers = item["answers"]
+    elif "answer" in item:
+        answers = item["answer"]
+    else:
+        raise DataFormatError(f"{where(item)}: missing field 'answers' (or 'answer'); pass --metric none to skip scoring")
+    answers = [answers] if isinstance(answers, str) else answers
+    if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+        raise DataFormatError(f"{where(item)}: 'answers' must be a non-empty list of strings")
+    return answers
+
+
+def prepare_items(config: ShortFormConfig) -> tuple[list[dict[str, Any]], list[str], list[list[dict]], list[list[str]]]:
+    """Load and validate every item before any model is loaded; return items, prompts, passages and golds."""
+    items = load_items(config.input_file)[: config.limit]
+    needs_ctxs = config.resolved_mode != "no_retrieval"
+    prompts, evidences, golds = [], [], []
+    short = 0
+    for item in items:
+        require_field(item, "question")
+        if config.task == "arc_c":
+            arc_choices(item, where=f"{where(item)}: ")
+        prompts.append(format_prompt(build_instruction(item, config.task, where=f"{where(item)}: ")))
+        ctxs = get_ctxs(item)[: config.ndocs] if needs_ctxs else []
+        if needs_ctxs and not ctxs:
+            raise DataFormatError(f"{where(item)}: 'ctxs' is empty; retrieval needs at least one passage")
+        short += len(ctxs) < config.ndocs and needs_ctxs
+        evidences.append(ctxs)
+        golds.append(gold_answers(item, config.task, config.compat) if config.metric != "none" else [])
+    if short:
+        logger.warning("%d of %d items have fewer than --ndocs %d passages; they use all they have",
+                       short, len(items), config.ndocs)
+    return items, prompts, evidences, golds
+
+
+def run_short_form(config: ShortFormConfig, backend: GenerationBackend | None = None) -> dict[str, Any]:
+    """Run the evaluation and write `config.output_file`; returns the output dict."""
+    random.seed(config.seed)
+    items, prompts, evidences, golds = prepare_items(config)
+    checkpoint = JsonlCheckpoint(config.output_file + ".partial.jsonl", config.fingerprint())
+    done = checkpoint.load()
+    todo = [i for i in range(len(items)) if i not in done]
+
+    if todo:
+        if backend is None:
+            name = default_backend() if config.backend == "auto" else config.backend
+            logger.info("loading %s with the %s backend", config.model_name, name)
+            backend = load_backend(name, config.model_name, dtype=config.dtype, world_size=config.world_size,
+                                   download_dir=config.download_dir, max_batch_size=config.max_batch_size,
+                                   max_model_len=config.max_model_len)
+        vocab = ReflectionVocab.from_tokenizer(backend.tokenizer, source=config.model_name)
+        settings = config.settings()
+        with tqdm(total=len(items), initial=len(done), desc="short-form", unit="item") as bar:
+            for start in range(0, len(todo), config.batch_size):
+                batch = todo[start : start + config.batch_size]
+                outcomes = run_batch(backend, vocab, [prompts[i] for i in batch], [evidences[i] for i in batch], settings)
+                records = [{"index": i, "prompt": prompts[i], **dataclasses.asdict(o)} for i, o in zip(batch, outcomes)]
+                checkpoint.append(records)
+                done.update((r["index"], r) for r in records)
+                bar.update(len(batch))
+
+    output = assemble_output(config, golds, [done[i] for i in range(len(items))])
+    write_json_atomic(config.output_file, output)
+    write_json_atomic(config.output_file + ".config.json", dataclasses.asdict(config))
+    Path(checkpoint.path).unlink(missing_ok=True)
+    logger.info("Final result: %s", output["metric_mean"])
+    logger.info("Retrieval Frequencies: %s", output["retrieval_frequency"])
+    return output
+
+
+def assemble_output(
+    config: ShortFormConfig, golds: list[list[str]], records: list[dict[str, Any]]
+) -> dict[str, Any]:
+    preds = [r["pred"] for r in records]
+    metrics: dict[str, float] = {}
+    metric_results: list[float] = []
+    if config.metric != "none":
+        for name in METRICS:
+            fn = metric_fn(name, config.task)
+            values = [fn(p, g) for p, g in zip(preds, golds)]
+            metrics[name] = sum(values) / len(values)
+            if name == config.metric:
+                metric_results = values
+    retrieve = [r["retrieve"] for r in records]
+    output = {
+        "preds": preds,
+        "prompts": [r["prompt"] for r in records],
+        "metric_results": metric_results,
+        "all_results": [r["results"] for r in records],
+        "golds": golds,
+        "metric": config.metric,
+        "metric_mean": metrics.get(config.metric) if config.metric != "none" else None,
+        "scores": [],
+        "retrieve": retrieve,
+        "retrieval_probs": [r["retrieval_prob"] for r in records],
+        "retrieval_frequency": sum(retrieve) / len(retrieve),
+        "metrics": metrics,
+        "config": dataclasses.asdict(config),
+    }
+    if config.compat == "original":
+        output["original_retrieval_ratios"] = [r["original_ratio"] for r in records]
+    return output
