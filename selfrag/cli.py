@@ -14,7 +14,8 @@ T = TypeVar("T")
 
 def setup_logging(level: int = logging.INFO) -> None:
     """Log to stderr with one format; called by scripts only, never by the library."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
 
 
 def parse_config(cls: type[T], argv: Sequence[str] | None, description: str | None = None) -> T:

@@ -76,8 +76,8 @@ def arc_choices(item: Mapping[str, Any], where: str = "") -> dict[str, str]:
     Raises `DataFormatError` when `choices` is not `{"text": [...], "label": [...]}`.
     """
     choices = item.get("choices")
-    if not isinstance(choices, Mapping) or not isinstance(choices.get("text"), Sequence) or not isinstance(
-        choices.get("label"), Sequence
+    if not isinstance(choices, Mapping) or not all(
+        isinstance(choices.get(key), Sequence) and not isinstance(choices.get(key), str) for key in ("text", "label")
     ):
         raise DataFormatError(f"{where}field 'choices' must be {{'text': [...], 'label': [...]}} for --task arc_c")
     if len(choices["text"]) != len(choices["label"]):
