@@ -47,24 +47,36 @@ def build_tiny_tokenizer(vocab_size: int = 400, corpus: str = CORPUS):
     return fast
 
 
-def build_tiny_model(path: str | Path, seed: int = 0, logit_scale: float = 8.0, num_layers: int = 2) -> Path:
+def build_tiny_model(
+    path: str | Path,
+    seed: int = 0,
+    logit_scale: float = 8.0,
+    num_layers: int = 2,
+    hidden_size: int = 64,
+    vocab_size: int | None = None,
+    corpus: str = CORPUS,
+    tokenizer_vocab_size: int = 400,
+) -> Path:
     """Save a tiny random Llama with the Self-RAG vocabulary to `path` and return it.
 
     `logit_scale` multiplies the output head so that next-token distributions are peaked: greedy choices then
-    have clear margins, and backends that differ by float rounding still agree on them.
+    have clear margins, and backends that differ by float rounding still agree on them. `vocab_size` pads the
+    model's vocabulary beyond the tokenizer's (e.g. 32016, Llama-2's, for benchmarks where its size matters).
+    `corpus` and `tokenizer_vocab_size` shape the tokenizer: the default is nearly character-level; a larger
+    vocabulary trained on the text to be encoded gives Llama-like token counts (~1.3 tokens a word).
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     path = Path(path)
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = build_tiny_tokenizer(tokenizer_vocab_size, corpus)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        vocab_size=max(vocab_size or 0, len(tokenizer)),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=num_layers,
-        num_attention_heads=1,
-        num_key_value_heads=1,
+        num_attention_heads=hidden_size // 64,
+        num_key_value_heads=hidden_size // 64,
         head_dim=64,
         max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id,

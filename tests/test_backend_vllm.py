@@ -45,9 +45,9 @@ PROMPTS = [
     "### Instruction:\nWho wrote the novel Pride and Prejudice?\n\n### Response:\n",
     "### Instruction:\nIn what country is Kyoto?\n\n### Response:\n"
     "[Retrieval]<paragraph>Kyoto\nKyoto is a city in Japan. The Moon orbits the Earth.</paragraph>",
-    # ~300 tokens: several prefill blocks, and a batch of very different lengths.
+    # ~265 tokens: several prefill blocks, and a batch of very different lengths.
     "### Instruction:\nWhat is the occupation of Marie Curie?\n\n### Response:\n[Retrieval]<paragraph>Marie Curie\n"
-    + "She was a physicist and chemist who studied radioactivity. Water boils at 100 degrees Celsius. " * 12
+    + "She was a physicist and chemist who studied radioactivity. Water boils at 100 degrees Celsius. " * 5
     + "</paragraph>",
 ]
 

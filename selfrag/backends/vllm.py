@@ -92,7 +92,7 @@ class VllmBackend(GenerationBackend):
 
         tokenizer_path = tokenizer or model_name_or_path
         try:
-            hf_tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+            hf_tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, cache_dir=download_dir)
         except OSError as err:
             raise BackendError(f"cannot load the tokenizer {tokenizer_path!r}: {err}") from err
         try:
