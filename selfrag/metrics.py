@@ -59,8 +59,8 @@ def f1(prediction: str, golds: Sequence[str]) -> float:
 
 
 _CHOICE_PATTERNS = (
-    re.compile(r"^\s*\(?([A-D])\)?(?:[\s.:,)]|$)"),  # "B", "B.", "(B)", "B: text"
-    re.compile(r"\b(?:answer|choice|option)\s*(?:is|:)?\s*\(?([A-D])\b", re.IGNORECASE),  # "The answer is B"
+    re.compile(r"^\s*\(?([A-D])\)?(?:[.:,)]|\s*$)"),  # "B", "B.", "(B)", "B: text"; not "A dog ..."
+    re.compile(r"\b(?i:answer|choice|option)\s*(?:is|:)?\s*\(?([A-D])\b"),  # "The answer is B"; not "... is a dog"
 )
 
 

@@ -72,7 +72,7 @@ class ShortFormConfig:
         "original: reproduce the original code's scoring quirks (docs/upstream_quirks.md).", default="none"
     )
     batch_size: int = _help("Questions per backend call (x ndocs sequences when retrieving).", default=32)
-    max_batch_size: int = _help("hf backend: sequences per forward pass.", default=16)
+    max_batch_size: int = _help("hf backend: sequences per forward pass.", default=64)
     # Evaluation
     metric: Literal["match", "accuracy", "exact_match", "f1", "none"] | None = _help(
         "Per-item metric reported as metric_results (default match, the paper's).", default=None

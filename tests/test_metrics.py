@@ -146,6 +146,8 @@ def test_f1_max_over_golds():
         ("E", None),
         ("E: none of these", None),
         ("oxygen", None),
+        ("A dog barks", None),  # an article, not an option
+        ("The answer is a dog", None),
     ],
 )
 def test_parse_choice(prediction, letter):
