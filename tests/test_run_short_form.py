@@ -223,3 +223,34 @@ def test_yaml_config_is_layered_under_flags(tiny_model_dir, tmp_path):
     yaml_file.write_text("ndoc: 5\n")
     with pytest.raises(ConfigError, match=r"unknown keys \['ndoc'\]"):
         parse_config(ShortFormConfig, ["--config", str(yaml_file)])
+
+
+@pytest.mark.parametrize(
+    ("file", "task", "n_items"),
+    [
+        ("popqa_longtail_w_gs.jsonl", None, 15),
+        ("triviaqa_test_w_gs.jsonl", None, 12),
+        ("health_claims_processed.jsonl", "fever", 12),
+        ("arc_challenge_processed.jsonl", "arc_c", 12),
+    ],
+)
+def test_shipped_eval_samples_end_to_end(tiny_model_dir, tmp_path, file, task, n_items):
+    out_file = tmp_path / "out.json"
+    extra = ["--task", task] if task else []
+    args = base_args(tiny_model_dir, str(ROOT / "eval_data" / file), str(out_file), "--threshold", "0.2",
+                     "--use_groundness", "--use_utility", "--use_seqscore", "--max_new_tokens", "3", *extra)
+    assert script.main(args) == 0
+    out = json.loads(out_file.read_text())
+    assert len(out["preds"]) == len(out["metric_results"]) == len(out["all_results"]) == n_items
+    assert out["metric_mean"] == pytest.approx(sum(out["metric_results"]) / n_items)
+    items = [json.loads(line) for line in (ROOT / "eval_data" / file).read_text().splitlines()]
+    if task == "arc_c":  # digit answer keys are mapped to the letters the prompt shows
+        assert {g[0] for g in out["golds"]} <= set("ABCD")
+        assert out["prompts"][0].endswith(f"\nD: {items[0]['choices']['text'][3]}\n\n### Response:\n")
+    elif task == "fever":
+        assert out["prompts"][0].startswith("### Instruction:\nIs the following statement correct or not?")
+        assert "\n\n## Input:\n\n" + items[0]["question"] in out["prompts"][0]
+    else:
+        assert out["prompts"][0] == f"### Instruction:\n{items[0]['question']}\n\n### Response:\n"
+    for results, retrieve in zip(out["all_results"], out["retrieve"]):
+        assert any(k.startswith("retrieval_") for k in results) == retrieve
