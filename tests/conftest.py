@@ -5,7 +5,12 @@ Run the suite with `python -m pytest -q` from the repository root.
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# No model hub is reachable in CI: fail fast instead of retrying the network for a missing local path.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from selfrag.testing import build_tiny_model
 

@@ -107,27 +107,33 @@ class HFBackend(GenerationBackend):
         tokens: list[list[int]] = [[] for _ in range(batch)]
         steps: list[list[dict[int, float]]] = [[] for _ in range(batch)]
         cumulative = [0.0] * batch
-        done = [False] * batch
+        rows = list(range(batch))  # original row of each sequence still being decoded
         for step in range(params.max_tokens):
-            logprobs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # (B, V)
-            chosen = self._choose(logprobs, params, generator)  # (B,)
+            logprobs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # (active, V)
+            chosen = self._choose(logprobs, params, generator)  # (active,)
             chosen_lp = logprobs.gather(1, chosen[:, None]).squeeze(1).tolist()
-            watched = logprobs[:, watch].tolist() if len(watch) else [[] for _ in range(batch)]
-            for row, token in enumerate(chosen.tolist()):
-                if done[row]:
-                    continue
+            watched = logprobs[:, watch].tolist() if len(watch) else [[] for _ in rows]
+            keep = []
+            for k, (row, token) in enumerate(zip(rows, chosen.tolist())):
                 tokens[row].append(token)
-                cumulative[row] += chosen_lp[row]
-                steps[row].append(dict(zip(params.watch_token_ids, watched[row])))
-                done[row] = token in self.eos_ids
-            if all(done) or step == params.max_tokens - 1:
+                cumulative[row] += chosen_lp[k]
+                steps[row].append(dict(zip(params.watch_token_ids, watched[k])))
+                if token not in self.eos_ids:
+                    keep.append(k)
+            if not keep or step == params.max_tokens - 1:
                 break
-            attention = torch.cat([attention, attention.new_ones((batch, 1))], dim=1)
+            cache = out.past_key_values
+            if len(keep) < len(rows):  # drop finished sequences from the batch and the KV cache
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                attention, next_pos, chosen = attention[index], next_pos[index], chosen[index]
+                rows = [rows[k] for k in keep]
+            attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=1)
             out = self.model(
                 input_ids=chosen[:, None],
                 attention_mask=attention,
                 position_ids=next_pos,
-                past_key_values=out.past_key_values,
+                past_key_values=cache,
                 use_cache=True,
             )
             next_pos = next_pos + 1
