@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from tqdm import tqdm
 
 from selfrag.backends import GenerationBackend, default_backend, load_backend
@@ -89,7 +90,7 @@ class ShortFormConfig:
             raise ConfigError("--model_name is required")
         if not self.input_file or not self.output_file:
             raise ConfigError("--input_file and --output_file are required")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0 and self.compat == "none":
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"--threshold must lie in [0, 1] (a probability); got {self.threshold}")
         for name in ("ndocs", "max_new_tokens", "batch_size", "max_batch_size"):
             if getattr(self, name) < 1:
@@ -174,6 +175,7 @@ def prepare_items(config: ShortFormConfig) -> tuple[list[dict[str, Any]], list[s
 def run_short_form(config: ShortFormConfig, backend: GenerationBackend | None = None) -> dict[str, Any]:
     """Run the evaluation and write `config.output_file`; returns the output dict."""
     random.seed(config.seed)
+    torch.manual_seed(config.seed)
     items, prompts, evidences, golds = prepare_items(config)
     checkpoint = JsonlCheckpoint(config.output_file + ".partial.jsonl", config.fingerprint())
     done = checkpoint.load()
