@@ -134,9 +134,11 @@ def gold_answers(item: dict[str, Any], task: str | None, compat: str) -> list[st
     """Gold answers: `answers` (or `answer`); for arc_c `[answerKey]`, with digit keys mapped to letters by default."""
     if task == "arc_c":
         key = str(require_field(item, "answerKey", (str, int)))
-        if compat != "original" and key in {"1", "2", "3", "4"}:
-            key = "ABCD"[int(key) - 1]  # the prompt shows letters; the original compares against the digit
-        return [key]
+        letter = "ABCD"[int(key) - 1] if key in {"1", "2", "3", "4"} else key
+        if letter not in arc_choices(item, where=f"{where(item)}: "):
+            raise DataFormatError(f"{where(item)}: answerKey {key!r} is not among the choice labels")
+        # The prompt shows letters; the original compares against the digit.
+        return [key if compat == "original" else letter]
     if "answers" in item:
         answers = item["answers"]
     elif "answer" in item:

@@ -167,6 +167,8 @@ def test_resume_refuses_other_settings(tiny_model_dir, tmp_path):
         ([{"question": "q", "ctxs": ITEMS[0]["ctxs"]}], [], r"in\.jsonl:1: missing field 'answers'"),
         ([{"question": "q", "answers": ["a"], "ctxs": [{"title": "t"}]}], [], r"ctxs\[0\] must be an object with a string 'text'"),
         ([{"question": "q", "answerKey": "A", "ctxs": ITEMS[0]["ctxs"]}], ["--task", "arc_c"], r"in\.jsonl:1: field 'choices'"),
+        ([{"question": "q", "answerKey": "E", "choices": {"text": ["x", "y"], "label": ["A", "B"]}, "ctxs": ITEMS[0]["ctxs"]}],
+         ["--task", "arc_c"], r"in\.jsonl:1: answerKey 'E' is not among the choice labels"),
     ],
 )
 def test_bad_input_names_file_line_and_field(tiny_model_dir, tmp_path, caplog, lines, extra, message):
