@@ -5,11 +5,17 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import field
 from typing import Any, TypeVar
 
 from selfrag.errors import ConfigError, SelfRagError
 
 T = TypeVar("T")
+
+
+def flag(help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirrors argparse's keyword
+    """A dataclass field that becomes a command-line flag with this help text (`metadata` may add `aliases`)."""
+    return field(metadata={"help": help, **kwargs.pop("metadata", {})}, **kwargs)
 
 
 def setup_logging(level: int = logging.INFO) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from selfrag.backends import GenerationBackend, default_backend, load_backend
+from selfrag.cli import flag
 from selfrag.data import JsonlCheckpoint, get_ctxs, load_items, require_field, where, write_json_atomic
 from selfrag.decoding.short_form import ShortFormSettings, run_batch
 from selfrag.errors import ConfigError, DataFormatError
@@ -31,10 +32,6 @@ logger = logging.getLogger(__name__)
 MODES = ("default", "adaptive_retrieval", "no_retrieval", "always_retrieve")
 
 
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text, **kwargs.pop("metadata", {})}, **kwargs)
-
-
 @dataclass
 class ShortFormConfig:
     """Flags of `run_short_form.py`: the original's names and defaults, plus `--backend`, `--batch_size`, `--compat`.
@@ -43,47 +40,47 @@ class ShortFormConfig:
     """
 
     # Model and backend
-    model_name: str = _help("HF hub id or local path of a Self-RAG generator.", default="")
-    backend: Literal["auto", "vllm", "hf"] = _help("auto: vllm with a CUDA GPU, else HF transformers.", default="auto")
-    dtype: str = _help("Model dtype: half, bfloat16, float32, auto (half becomes float32 on CPU).", default="half")
-    world_size: int = _help("vllm tensor_parallel_size.", default=1)
-    download_dir: str = _help("vllm download directory.", default=".cache")
-    max_model_len: int | None = _help("vllm max_model_len (default: the model's).", default=None)
+    model_name: str = flag("HF hub id or local path of a Self-RAG generator.", default="")
+    backend: Literal["auto", "vllm", "hf"] = flag("auto: vllm with a CUDA GPU, else HF transformers.", default="auto")
+    dtype: str = flag("Model dtype: half, bfloat16, float32, auto (half becomes float32 on CPU).", default="half")
+    world_size: int = flag("vllm tensor_parallel_size.", default=1)
+    download_dir: str = flag("vllm download directory.", default=".cache")
+    max_model_len: int | None = flag("vllm max_model_len (default: the model's).", default=None)
     # Data
-    input_file: str = _help("json / jsonl eval file with question, answers and ctxs.", default="")
-    output_file: str = _help("Result JSON; <output_file>.partial.jsonl holds progress for resuming.", default="")
-    task: str | None = _help("arc_c, fever (PubHealth) or none (PopQA, TriviaQA).", default=None)
-    ndocs: int = _help("Passages per question (ctxs[:ndocs]).", default=10)
-    limit: int | None = _help("Only the first N items.", default=None)
+    input_file: str = flag("json / jsonl eval file with question, answers and ctxs.", default="")
+    output_file: str = flag("Result JSON; <output_file>.partial.jsonl holds progress for resuming.", default="")
+    task: str | None = flag("arc_c, fever (PubHealth) or none (PopQA, TriviaQA).", default=None)
+    ndocs: int = flag("Passages per question (ctxs[:ndocs]).", default=10)
+    limit: int | None = flag("Only the first N items.", default=None)
     # Decoding
-    mode: Literal["default", "adaptive_retrieval", "no_retrieval", "always_retrieve"] = _help(
+    mode: Literal["default", "adaptive_retrieval", "no_retrieval", "always_retrieve"] = flag(
         "default = adaptive_retrieval.", default="default"
     )
-    threshold: float | None = _help(
+    threshold: float | None = flag(
         "Retrieve when p(Ret)/(p(Ret)+p(NoRet)) > threshold; unset: when the model generates [Retrieval].", default=None
     )
-    max_new_tokens: int = _help("Tokens to generate per completion.", default=15)
-    use_groundness: bool = _help("Add the IsSup score.", default=False, metadata={"aliases": ["--use_grounding"]})
-    use_utility: bool = _help("Add the IsUse score.", default=False)
-    use_seqscore: bool = _help("Add exp(mean token log-prob).", default=False)
-    w_rel: float = _help("Weight of IsRel.", default=1.0)
-    w_sup: float = _help("Weight of IsSup.", default=1.0)
-    w_use: float | None = _help("Weight of IsUse (default 0.5 as the paper; 1.0 with --compat original).", default=None)
-    compat: Literal["none", "original"] = _help(
+    max_new_tokens: int = flag("Tokens to generate per completion.", default=15)
+    use_groundness: bool = flag("Add the IsSup score.", default=False, metadata={"aliases": ["--use_grounding"]})
+    use_utility: bool = flag("Add the IsUse score.", default=False)
+    use_seqscore: bool = flag("Add exp(mean token log-prob).", default=False)
+    w_rel: float = flag("Weight of IsRel.", default=1.0)
+    w_sup: float = flag("Weight of IsSup.", default=1.0)
+    w_use: float | None = flag("Weight of IsUse (default 0.5 as the paper; 1.0 with --compat original).", default=None)
+    compat: Literal["none", "original"] = flag(
         "original: reproduce the original code's scoring quirks (docs/upstream_quirks.md).", default="none"
     )
-    batch_size: int = _help("Questions per backend call (x ndocs sequences when retrieving).", default=32)
-    max_batch_size: int = _help("hf backend: sequences per forward pass.", default=64)
+    batch_size: int = flag("Questions per backend call (x ndocs sequences when retrieving).", default=32)
+    max_batch_size: int = flag("hf backend: sequences per forward pass.", default=64)
     # Evaluation
-    metric: Literal["match", "accuracy", "exact_match", "f1", "none"] | None = _help(
+    metric: Literal["match", "accuracy", "exact_match", "f1", "none"] | None = flag(
         "Per-item metric reported as metric_results (default match, the paper's).", default=None
     )
-    seed: int = _help("Random seed (the original's 633).", default=633)
+    seed: int = flag("Random seed (the original's 633).", default=633)
     # Accepted for compatibility with the original command lines; they have no effect.
-    device: str = _help("Unused (original flag).", default="cuda")
-    tokenizer_path: str | None = _help("Unused (original flag).", default=None)
-    beam_width: int = _help("Unused in short form (original flag).", default=2)
-    max_depth: int = _help("Unused in short form (original flag).", default=2)
+    device: str = flag("Unused (original flag).", default="cuda")
+    tokenizer_path: str | None = flag("Unused (original flag).", default=None)
+    beam_width: int = flag("Unused in short form (original flag).", default=2)
+    max_depth: int = flag("Unused in short form (original flag).", default=2)
 
     def __post_init__(self) -> None:
         if not self.model_name:

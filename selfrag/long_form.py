@@ -1,0 +1,274 @@
+"""Long-form evaluation run (ASQA, ELI5, biography FactScore): config, data, batching, resume, answers with citations.
+
+`run_long_form(config)` is what `retrieval_lm/run_long_form_static.py` calls. ASQA / ELI5 read and write ALCE's
+format (a JSON list of items with `question` and `docs`; the output envelope `{"data", "args", "total_cost",
+"azure_filter_fail"}` with `output` carrying `[k]` citations into the item's new `docs`); FactScore reads and
+writes JSON Lines (`input`, `topic`, `cat`, `ctxs` -> `input`, `output`, `topic`, `cat`). Every output item also
+keeps `intermediate` (the raw segments of the best path), and adds `retrieve`, `retrieval_prob` and
+`prediction_tree` (every node with its critique scores) so a user can see why a path won.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm import tqdm
+
+from selfrag.backends import GenerationBackend, default_backend, load_backend
+from selfrag.cli import flag
+from selfrag.data import JsonlCheckpoint, clean, get_ctxs, load_items, require_field, where, write_json_atomic
+from selfrag.decoding.long_form import BeamResult, LongFormSettings, Node, PassageSource, beam_search
+from selfrag.errors import ConfigError, DataFormatError
+from selfrag.prompts import TASK_INST, format_prompt
+from selfrag.scoring import Weights
+from selfrag.tokens import (
+    ALL_TOKENS,
+    CONTINUE,
+    NO_SUPPORT,
+    ORIGINAL_CONTROL_TOKENS,
+    ReflectionVocab,
+    strip_reflection_tokens,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LongFormConfig:
+    """Flags of `run_long_form_static.py`: the original's names and defaults, plus `--backend`, `--batch_size`,
+    `--compat`. `--w_rel / --w_sup / --w_use` and `--use_seqscore` take effect (the original ignored them)."""
+
+    model_name: str = flag("HF hub id or local path of a Self-RAG generator.", default="")
+    backend: Literal["auto", "vllm", "hf"] = flag("auto: vllm with a CUDA GPU, else HF transformers.", default="auto")
+    dtype: str = flag("Model dtype: half, bfloat16, float32, auto (half becomes float32 on CPU).", default="half")
+    world_size: int = flag("vllm tensor_parallel_size.", default=1)
+    download_dir: str = flag("vllm download directory.", default=".cache")
+    max_model_len: int | None = flag("vllm max_model_len (default: the model's).", default=None)
+    input_file: str = flag("ASQA / ELI5: ALCE json list with question and docs; FactScore: jsonl with input and ctxs.",
+                            default="")
+    output_file: str = flag("Result file; <output_file>.partial.jsonl holds progress for resuming.", default="")
+    task: Literal["asqa", "eli5", "factscore"] = flag("Long-form task.", default="asqa")
+    ndocs: int = flag("Passages tried at each retrieval (docs[:ndocs] / ctxs[:ndocs]).", default=10)
+    limit: int | None = flag("Only the first N items.", default=None)
+    mode: Literal["default", "adaptive_retrieval", "no_retrieval", "always_retrieve"] = flag(
+        "default = adaptive_retrieval.", default="default"
+    )
+    threshold: float | None = flag(
+        "Retrieve when p(Ret)/(p(Ret)+p(NoRet)) > threshold; unset: when the model generates [Retrieval].", default=None
+    )
+    max_new_tokens: int = flag("Tokens per segment.", default=15)
+    beam_width: int = flag("Paths kept at each depth.", default=2)
+    max_depth: int = flag("Depth of the tree counting the root: at most max_depth-1 segments.", default=2)
+    use_grounding: bool = flag("Add the IsSup score.", default=False, metadata={"aliases": ["--use_groundness"]})
+    use_utility: bool = flag("Add the IsUse score.", default=False)
+    use_seqscore: bool = flag("Add exp(mean token log-prob).", default=False)
+    w_rel: float = flag("Weight of IsRel.", default=1.0)
+    w_sup: float = flag("Weight of IsSup.", default=1.0)
+    w_use: float = flag("Weight of IsUse.", default=0.5)
+    ignore_cont: bool = flag("Drop segments marked [No support / Contradictory] from the answer.", default=False)
+    compat: Literal["none", "original"] = flag(
+        "original: the original's path scores, weights and output assembly (docs/upstream_quirks.md).", default="none"
+    )
+    batch_size: int = flag("Questions searched together (one backend call per depth level).", default=8)
+    max_batch_size: int = flag("hf backend: sequences per forward pass.", default=64)
+    seed: int = flag("Unused: decoding is greedy (original flag).", default=633)
+    device: str = flag("Unused (original flag).", default="cuda")
+
+    def __post_init__(self) -> None:
+        if not self.model_name:
+            raise ConfigError("--model_name is required")
+        if not self.input_file or not self.output_file:
+            raise ConfigError("--input_file and --output_file are required")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"--threshold must lie in [0, 1] (a probability); got {self.threshold}")
+        if self.max_depth < 2:
+            raise ConfigError(f"--max_depth counts the root, so it must be at least 2 (one segment); got {self.max_depth}")
+        for name in ("ndocs", "max_new_tokens", "beam_width", "batch_size", "max_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be at least 1; got {getattr(self, name)}")
+
+    @property
+    def resolved_mode(self) -> str:
+        return "adaptive_retrieval" if self.mode == "default" else self.mode
+
+    def settings(self) -> LongFormSettings:
+        weights = Weights(w_rel=self.w_rel, w_sup=self.w_sup, w_use=self.w_use, use_groundness=self.use_grounding,
+                          use_utility=self.use_utility, use_seqscore=self.use_seqscore)
+        return LongFormSettings(mode=self.resolved_mode, threshold=self.threshold, ndocs=self.ndocs,  # type: ignore[arg-type]
+                                beam_width=self.beam_width, max_depth=self.max_depth,
+                                max_new_tokens=self.max_new_tokens, weights=weights, ignore_cont=self.ignore_cont,
+                                compat=self.compat)
+
+    def fingerprint(self) -> dict[str, Any]:
+        skip = {"backend", "dtype", "world_size", "download_dir", "max_model_len", "output_file", "batch_size",
+                "max_batch_size", "seed", "device"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip} | {"mode": self.resolved_mode}
+
+
+# ------------------------------------------------------------------------------------------------ answer assembly
+
+
+def fix_spacing(text: str, compat: str = "none") -> str:
+    """Insert a space after a sentence end glued to the next word ("end.Next" -> "end. Next").
+
+    The original (utils.py:78-81) also splits decimals ("3.5" -> "3. 5"); we only split before a capital letter.
+    """
+    if compat == "original":
+        return re.sub(r"(?<=\w)([.!?])(?=\w)", r"\1 ", text)
+    return re.sub(r"(?<=[a-z0-9)])([.!?])(?=[A-Z])", r"\1 ", text)
+
+
+def clean_segment(text: str, compat: str = "none") -> str:
+    """A segment as it appears in the answer: reflection tokens and `</s>` removed.
+
+    Default: all 15 tokens and collapsed whitespace. Original (utils.py:84-95): the 14 control strings and `</s>`,
+    then one leading space dropped (`[Continue to Use Evidence]` is handled by `assemble_answer`).
+    """
+    if compat == "original":
+        text = strip_reflection_tokens(text, ORIGINAL_CONTROL_TOKENS).replace("</s>", "")
+        return text[1:] if text.startswith(" ") else text
+    return " ".join(strip_reflection_tokens(text, ALL_TOKENS).replace("</s>", "").split())
+
+
+def assemble_answer(result: BeamResult, task: str, ignore_cont: bool = False, compat: str = "none") -> tuple[str, list]:
+    """The answer text and the cited passages, in citation order.
+
+    ASQA / ELI5 cite ALCE-style: each segment ends with `[k]` (before its final punctuation), k numbering the
+    distinct passages in order of first citation; FactScore joins the segments with spaces. Segments repeated
+    word for word are dropped. The original numbers citations by depth and drops each segment's last character.
+    """
+    if not result.retrieve:
+        return fix_spacing(clean_segment(result.no_retrieval_text or "", compat), compat), []
+    nodes = [n for n in result.path if not (ignore_cont and NO_SUPPORT in n.segment)]
+    if compat == "original":
+        return _assemble_original(nodes, task)
+    seen: set[str] = set()
+    parts: list[str] = []
+    docs: list[Mapping[str, Any]] = []
+    for node in nodes:
+        text = clean_segment(node.segment)
+        if not text or text in seen:
+            continue
+        seen.add(text)
+        if task == "factscore":
+            parts.append(text)
+            continue
+        if node.ctx not in docs:
+            docs.append(node.ctx)
+        cite = f" [{docs.index(node.ctx) + 1}]"
+        parts.append(text[:-1] + cite + text[-1] if text[-1] in ".!?" else text + cite)
+    return fix_spacing(" ".join(parts)), [dict(d) for d in docs]
+
+
+def _assemble_original(nodes: Sequence[Node], task: str) -> tuple[str, list]:
+    """run_long_form_static.py:276-297 and 372-435, kept for `--compat original`."""
+    if task == "factscore":
+        return fix_spacing(clean_segment(" " + " ".join(n.segment for n in nodes), "original"), "original"), []
+    output, docs, seen = "", [], []
+    for depth, node in enumerate(nodes, start=1):
+        text = clean_segment(node.segment, "original")
+        if not node.segment or text in seen:
+            continue
+        seen.append(text)
+        output += text[:-1] + " [" + str(depth) + "]. "
+        docs.append(dict(node.ctx))
+    output = fix_spacing(output[:-1] if output.endswith(" ") else output, "original")
+    output = output.replace(f".{CONTINUE}", " [1]. ").replace(". [1] ", " [1]. ")
+    return output, docs
+
+
+# --------------------------------------------------------------------------------------------------------- driver
+
+
+def prepare_items(config: LongFormConfig) -> tuple[list[dict[str, Any]], list[str], list[list[dict]]]:
+    """Load and validate every item before the model loads; return items, prompts and passages."""
+    items = load_items(config.input_file)[: config.limit]
+    needs = config.resolved_mode != "no_retrieval"
+    prompts, ctxs = [], []
+    for item in items:
+        if config.task == "factscore":
+            instruction = require_field(item, "input")
+            docs = get_ctxs(item) if needs else []
+        else:
+            instruction = TASK_INST[config.task] + "## Input:\n\n" + require_field(item, "question")
+            docs = _alce_docs(item) if needs else []
+        if needs and not docs:
+            raise DataFormatError(f"{where(item)}: no passages; retrieval needs at least one")
+        prompts.append(format_prompt(instruction))
+        ctxs.append(docs[: config.ndocs])
+    return items, prompts, ctxs
+
+
+def _alce_docs(item: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if "docs" not in item:
+        return get_ctxs(item)  # ctxs / top_contexts, with their own errors
+    docs = item["docs"]
+    if not isinstance(docs, list) or not all(isinstance(d, Mapping) and isinstance(d.get("text"), str) for d in docs):
+        raise DataFormatError(f"{where(item)}: 'docs' must be a list of passages with a string 'text'")
+    return docs
+
+
+def run_long_form(
+    config: LongFormConfig, backend: GenerationBackend | None = None, passage_source: PassageSource | None = None
+) -> list[dict[str, Any]]:
+    """Run the search for every item, write `config.output_file`, return the output items."""
+    items, prompts, ctxs = prepare_items(config)
+    checkpoint = JsonlCheckpoint(config.output_file + ".partial.jsonl", config.fingerprint())
+    done = checkpoint.load()
+    todo = [i for i in range(len(items)) if i not in done]
+    if todo:
+        if backend is None:
+            name = default_backend() if config.backend == "auto" else config.backend
+            backend = load_backend(name, config.model_name, dtype=config.dtype, world_size=config.world_size,
+                                   download_dir=config.download_dir, max_batch_size=config.max_batch_size,
+                                   max_model_len=config.max_model_len)
+        vocab = ReflectionVocab.from_tokenizer(backend.tokenizer, source=config.model_name)
+        settings = config.settings()
+        with tqdm(total=len(items), initial=len(done), desc="long-form", unit="item") as bar:
+            for start in range(0, len(todo), config.batch_size):
+                batch = todo[start : start + config.batch_size]
+                source = None
+                if passage_source is not None:  # map batch positions back to item indices
+                    def source(queries, batch=batch):
+                        return passage_source([(batch[i], q) for i, q in queries])
+                results = beam_search(backend, vocab, [prompts[i] for i in batch], [ctxs[i] for i in batch],
+                                      settings, source)
+                records = []
+                for i, result in zip(batch, results):
+                    output, docs = assemble_answer(result, config.task, config.ignore_cont, config.compat)
+                    records.append({"index": i, "output": output, "docs": docs, **result.to_dict(),
+                                    "intermediate": [n.pred for n in result.path]})
+                checkpoint.append(records)
+                done.update((r["index"], r) for r in records)
+                bar.update(len(batch))
+
+    outputs = [_output_item(config.task, clean(item), done[i]) for i, item in enumerate(items)]
+    if config.task == "factscore":
+        tmp = Path(config.output_file + ".tmp")
+        tmp.write_text("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in outputs), encoding="utf-8")
+        tmp.replace(config.output_file)
+    else:
+        write_json_atomic(config.output_file, {"data": outputs, "args": [], "total_cost": 0.0, "azure_filter_fail": ""})
+    write_json_atomic(config.output_file + ".config.json", dataclasses.asdict(config))
+    Path(checkpoint.path).unlink(missing_ok=True)
+    retrieved = sum(done[i]["retrieve"] for i in range(len(items)))
+    logger.info("wrote %d items to %s; retrieval frequency %.3f", len(items), config.output_file, retrieved / len(items))
+    return outputs
+
+
+def _output_item(task: str, item: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    trace = {k: record[k] for k in ("retrieve", "retrieval_prob", "best_path", "prediction_tree")}
+    if task == "factscore":
+        base = {k: item.get(k) for k in ("input", "topic", "cat")}
+        return {**base, "output": record["output"], "intermediate": record["intermediate"], **trace}
+    out = {**item, "output": record["output"], "intermediate": record["intermediate"], **trace}
+    if record["retrieve"]:
+        out["docs"] = record["docs"]
+    return out
