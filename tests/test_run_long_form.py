@@ -1,0 +1,134 @@
+"""run_long_form_static.py end to end: ALCE / FactScore formats, exact prompts, resume, bad inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from selfrag.backends.scripted import ScriptedBackend, make_generation
+from selfrag.errors import ConfigError
+from selfrag.long_form import LongFormConfig, run_long_form
+from selfrag.prompts import TASK_INST, format_evidence, format_prompt
+from selfrag.testing import build_tiny_tokenizer
+from selfrag.tokens import ReflectionVocab
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("run_long_form_static", ROOT / "retrieval_lm" / "run_long_form_static.py")
+script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(script)
+
+DOCS = [{"id": "1", "title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."},
+        {"id": "2", "title": "Kyoto", "text": "Kyoto is a city in Japan."}]
+ASQA = [{"sample_id": "s1", "question": "Who wrote Hamlet?", "qa_pairs": [], "answer": "Shakespeare.", "docs": DOCS},
+        {"sample_id": "s2", "question": "Where is Kyoto?", "qa_pairs": [], "answer": "Japan.", "docs": DOCS[::-1]}]
+BIO = [{"input": "Question: Tell me a bio of Marie Curie.", "topic": "Marie Curie", "cat": ["very freq"], "ctxs": DOCS},
+       {"input": "Question: Tell me a bio of Kyoto.", "topic": "Kyoto", "cat": ["rare"], "ctxs": DOCS[:1]}]
+
+
+def run_cli(model_dir, input_file, output_file, *extra) -> int:
+    return script.main(["--model_name", model_dir, "--input_file", str(input_file), "--output_file", str(output_file),
+                        "--backend", "hf", "--dtype", "float32", "--max_new_tokens", "8", "--ndocs", "2",
+                        "--use_grounding", "--use_utility", "--use_seqscore", *extra])
+
+
+def test_asqa_writes_alce_format_with_a_trace(tiny_model_dir, tmp_path):
+    input_file, out = tmp_path / "asqa.json", tmp_path / "asqa_out.json"
+    input_file.write_text(json.dumps(ASQA))
+    assert run_cli(tiny_model_dir, input_file, out, "--task", "asqa", "--mode", "always_retrieve",
+                   "--max_depth", "3", "--beam_width", "2") == 0
+    result = json.loads(out.read_text())
+    assert set(result) == {"data", "args", "total_cost", "azure_filter_fail"}
+    for item, source in zip(result["data"], ASQA):
+        assert item["sample_id"] == source["sample_id"] and item["answer"] == source["answer"]  # ALCE fields kept
+        assert item["retrieve"] is True
+        tree = item["prediction_tree"]
+        assert [n["depth"] for n in tree[:3]] == [0, 1, 1] and tree[0]["parent"] is None
+        path = [tree[i] for i in item["best_path"]]
+        assert item["intermediate"] == [n["pred"] for n in path]
+        assert all(d in source["docs"] for d in item["docs"])  # only cited passages, in citation order
+        for node in tree[1:]:
+            assert set(node["critique"]) == {"relevance", "support", "utility", "seq", "total"}
+            assert node["step_score"] == pytest.approx(node["critique"]["total"])
+
+
+def test_factscore_writes_jsonl(tiny_model_dir, tmp_path):
+    input_file, out = tmp_path / "bio.jsonl", tmp_path / "bio_out.jsonl"
+    input_file.write_text("".join(json.dumps(x) + "\n" for x in BIO))
+    assert run_cli(tiny_model_dir, input_file, out, "--task", "factscore", "--threshold", "0.0") == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [x["topic"] for x in lines] == ["Marie Curie", "Kyoto"]
+    for line in lines:
+        assert {"input", "output", "topic", "cat", "intermediate", "prediction_tree", "retrieve"} <= set(line)
+        assert "[Relevant]" not in line["output"] and "</s>" not in line["output"]
+
+
+def test_exact_prompts_of_each_task(tmp_path):
+    tok = build_tiny_tokenizer()
+    ids = dict(ReflectionVocab.from_tokenizer(tok).ids)
+    backend = ScriptedBackend(lambda prompt: make_generation(["[Relevant]", "Done.", "[Utility:5]"], ids), tok)
+    asqa_file = tmp_path / "asqa.json"
+    asqa_file.write_text(json.dumps(ASQA[:1]))
+    config = LongFormConfig(model_name="scripted", input_file=str(asqa_file), output_file=str(tmp_path / "o.json"),
+                            task="asqa", mode="always_retrieve", ndocs=2)
+    out = run_long_form(config, backend=backend)
+    # No "\n\n" between the task instruction and "## Input:" (original run_long_form_static.py:391-395).
+    prompt = format_prompt(TASK_INST["asqa"] + "## Input:\n\nWho wrote Hamlet?")
+    assert backend.calls == [[prompt + format_evidence(DOCS[0]), prompt + format_evidence(DOCS[1])]]
+    assert out[0]["output"] == "Done [1]." and out[0]["docs"] == [DOCS[0]]
+
+    backend.calls.clear()
+    bio_file = tmp_path / "bio.jsonl"
+    bio_file.write_text(json.dumps(BIO[0]) + "\n")
+    config = LongFormConfig(model_name="scripted", input_file=str(bio_file), output_file=str(tmp_path / "o.jsonl"),
+                            task="factscore", mode="no_retrieval")
+    out = run_long_form(config, backend=backend)
+    assert backend.calls == [[format_prompt(BIO[0]["input"]) + "[No Retrieval]"]]
+    assert out[0]["output"] == "Done."
+
+
+class FailingBackend:
+    def __init__(self, inner, fail_on_call):
+        self.inner, self.fail_on_call, self.calls, self.tokenizer = inner, fail_on_call, 0, inner.tokenizer
+
+    def generate(self, prompts, params):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise KeyboardInterrupt
+        return self.inner.generate(prompts, params)
+
+
+def test_resume_after_interruption(tiny_model_dir, hf_backend, tmp_path):
+    input_file = tmp_path / "asqa.json"
+    input_file.write_text(json.dumps(ASQA))
+
+    def config(out):
+        return LongFormConfig(model_name=tiny_model_dir, input_file=str(input_file), output_file=str(out), task="asqa",
+                              mode="always_retrieve", ndocs=2, max_depth=3, max_new_tokens=6, batch_size=1)
+
+    counting = FailingBackend(hf_backend, -1)
+    reference = run_long_form(config(tmp_path / "ref.json"), backend=counting)
+    total = counting.calls
+    with pytest.raises(KeyboardInterrupt):  # the last call belongs to item 1: item 0 is done by then
+        run_long_form(config(tmp_path / "out.json"), backend=FailingBackend(hf_backend, total))
+    partial = (tmp_path / "out.json.partial.jsonl").read_text().splitlines()
+    assert [json.loads(line)["index"] for line in partial[1:]] == [0]
+    again = FailingBackend(hf_backend, -1)
+    assert run_long_form(config(tmp_path / "out.json"), backend=again) == reference
+    # Item 0 took one call for depth 1, and one more if a depth-1 node (all are in the width-2 beam) asked again.
+    item0_calls = 1 + any(n["wants_retrieval"] for n in reference[0]["prediction_tree"] if n["depth"] == 1)
+    assert again.calls == total - item0_calls  # only item 1 was searched again
+
+
+def test_bad_inputs(tiny_model_dir, tmp_path, caplog):
+    input_file = tmp_path / "asqa.json"
+    input_file.write_text(json.dumps([ASQA[0], {"question": "q"}]))
+    with caplog.at_level(logging.ERROR):
+        assert script.run_main(script.main, ["--model_name", tiny_model_dir, "--input_file", str(input_file),
+                                             "--output_file", str(tmp_path / "o.json"), "--task", "asqa"]) == 2
+    assert "asqa.json: item 1: missing field 'ctxs'" in caplog.text
+    with pytest.raises(ConfigError, match="--max_depth counts the root"):
+        LongFormConfig(model_name="m", input_file="i", output_file="o", max_depth=1)
