@@ -132,3 +132,15 @@ def test_bad_inputs(tiny_model_dir, tmp_path, caplog):
     assert "asqa.json: item 1: missing field 'ctxs'" in caplog.text
     with pytest.raises(ConfigError, match="--max_depth counts the root"):
         LongFormConfig(model_name="m", input_file="i", output_file="o", max_depth=1)
+
+
+@pytest.mark.parametrize(("file", "task", "n_items"), [("asqa_eval_gtr_top100.json", "asqa", 6),
+                                                       ("factscore_unlabeled_alpaca_13b_retrieval.jsonl", "factscore", 6)])
+def test_shipped_long_form_samples_end_to_end(tiny_model_dir, tmp_path, file, task, n_items):
+    out = tmp_path / ("out.json" if task == "asqa" else "out.jsonl")
+    assert run_cli(tiny_model_dir, ROOT / "eval_data" / file, out, "--task", task, "--threshold", "0.2",
+                   "--max_depth", "3", "--max_new_tokens", "4") == 0
+    text = out.read_text()
+    items = json.loads(text)["data"] if task == "asqa" else [json.loads(line) for line in text.splitlines()]
+    assert len(items) == n_items
+    assert all(isinstance(item["output"], str) and isinstance(item["retrieve"], bool) for item in items)
