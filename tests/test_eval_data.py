@@ -31,11 +31,13 @@ spec = importlib.util.spec_from_file_location("prepare_eval_data", ROOT / "scrip
 script = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(script)
 
-SAMPLES = [
-    ("popqa_longtail_w_gs.jsonl", "popqa", 15),
-    ("triviaqa_test_w_gs.jsonl", "triviaqa", 12),
-    ("health_claims_processed.jsonl", "pubhealth", 12),
-    ("arc_challenge_processed.jsonl", "arc_c", 12),
+SAMPLES = [  # (file, dataset, items, passages per item)
+    ("popqa_longtail_w_gs.jsonl", "popqa", 15, 5),
+    ("triviaqa_test_w_gs.jsonl", "triviaqa", 12, 5),
+    ("health_claims_processed.jsonl", "pubhealth", 12, 5),
+    ("arc_challenge_processed.jsonl", "arc_c", 12, 5),
+    ("asqa_eval_gtr_top100.json", "asqa", 6, 8),
+    ("factscore_unlabeled_alpaca_13b_retrieval.jsonl", "factscore", 6, 5),
 ]
 CTX = {"id": "7", "title": "Paris", "text": "Paris is the capital of France.", "score": "1.5"}
 
@@ -54,8 +56,8 @@ def arc_item(key: str = "B", labels: tuple[str, ...] = ("A", "B", "C", "D")) -> 
 # ------------------------------------------------------------------------------------------- the shipped samples
 
 
-@pytest.mark.parametrize(("name", "dataset", "n_items"), SAMPLES)
-def test_samples_pass_the_check(name, dataset, n_items):
+@pytest.mark.parametrize(("name", "dataset", "n_items", "n_passages"), SAMPLES)
+def test_samples_pass_the_check(name, dataset, n_items, n_passages):
     path = EVAL_DATA / name
     assert detect_dataset(path) == dataset
     report = check_items(load_items(path), dataset)
@@ -63,11 +65,11 @@ def test_samples_pass_the_check(name, dataset, n_items):
     assert report.n_problems == 0 and report.ok
     assert report.n_items == n_items
     assert report.n_with_ctxs == n_items
-    assert report.ctxs_min == 5 and report.ctxs_median == 5
+    assert report.ctxs_min == n_passages and report.ctxs_median == n_passages
 
 
-@pytest.mark.parametrize(("name", "dataset", "n_items"), SAMPLES)
-def test_samples_are_already_converted(name, dataset, n_items):
+@pytest.mark.parametrize(("name", "dataset", "n_items", "n_passages"), SAMPLES)
+def test_samples_are_already_converted(name, dataset, n_items, n_passages):
     items = load_items(EVAL_DATA / name)
     converted, report = convert_items(items, dataset)
     assert converted == items
