@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from selfrag.backends import GenerationBackend, default_backend, load_backend
+from selfrag.backends import GenerationBackend, ModelConfig, open_backend
 from selfrag.cli import flag
 from selfrag.data import JsonlCheckpoint, clean, get_ctxs, load_items, require_field, where, write_json_atomic
 from selfrag.decoding.long_form import BeamResult, LongFormSettings, Node, PassageSource, beam_search
@@ -41,16 +41,10 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class LongFormConfig:
+class LongFormConfig(ModelConfig):
     """Flags of `run_long_form_static.py`: the original's names and defaults, plus `--backend`, `--batch_size`,
     `--compat`. `--w_rel / --w_sup / --w_use` and `--use_seqscore` take effect (the original ignored them)."""
 
-    model_name: str = flag("HF hub id or local path of a Self-RAG generator.", default="")
-    backend: Literal["auto", "vllm", "hf"] = flag("auto: vllm with a CUDA GPU, else HF transformers.", default="auto")
-    dtype: str = flag("Model dtype: half, bfloat16, float32, auto (half becomes float32 on CPU).", default="half")
-    world_size: int = flag("vllm tensor_parallel_size.", default=1)
-    download_dir: str = flag("vllm download directory.", default=".cache")
-    max_model_len: int | None = flag("vllm max_model_len (default: the model's).", default=None)
     input_file: str = flag("ASQA / ELI5: ALCE json list with question and docs; FactScore: jsonl with input and ctxs.",
                             default="")
     output_file: str = flag("Result file; <output_file>.partial.jsonl holds progress for resuming.", default="")
@@ -77,7 +71,6 @@ class LongFormConfig:
         "original: the original's path scores, weights and output assembly (docs/upstream_quirks.md).", default="none"
     )
     batch_size: int = flag("Questions searched together (one backend call per depth level).", default=8)
-    max_batch_size: int = flag("hf backend: sequences per forward pass.", default=64)
     seed: int = flag("Unused: decoding is greedy (original flag).", default=633)
     device: str = flag("Unused (original flag).", default="cuda")
 
@@ -224,30 +217,18 @@ def run_long_form(
     done = checkpoint.load()
     todo = [i for i in range(len(items)) if i not in done]
     if todo:
-        if backend is None:
-            name = default_backend() if config.backend == "auto" else config.backend
-            backend = load_backend(name, config.model_name, dtype=config.dtype, world_size=config.world_size,
-                                   download_dir=config.download_dir, max_batch_size=config.max_batch_size,
-                                   max_model_len=config.max_model_len)
-        vocab = ReflectionVocab.from_tokenizer(backend.tokenizer, source=config.model_name)
-        settings = config.settings()
-        with tqdm(total=len(items), initial=len(done), desc="long-form", unit="item") as bar:
-            for start in range(0, len(todo), config.batch_size):
-                batch = todo[start : start + config.batch_size]
-                source = None
-                if passage_source is not None:  # map batch positions back to item indices
-                    def source(queries, batch=batch):
-                        return passage_source([(batch[i], q) for i, q in queries])
-                results = beam_search(backend, vocab, [prompts[i] for i in batch], [ctxs[i] for i in batch],
-                                      settings, source)
-                records = []
-                for i, result in zip(batch, results):
-                    output, docs = assemble_answer(result, config.task, config.ignore_cont, config.compat)
-                    records.append({"index": i, "output": output, "docs": docs, **result.to_dict(),
-                                    "intermediate": [n.pred for n in result.path]})
-                checkpoint.append(records)
-                done.update((r["index"], r) for r in records)
-                bar.update(len(batch))
+        with open_backend(config, backend) as backend:
+            vocab = ReflectionVocab.from_tokenizer(backend.tokenizer, source=config.model_name)
+            settings = config.settings()
+            with tqdm(total=len(items), initial=len(done), desc="long-form", unit="item") as bar:
+                for start in range(0, len(todo), config.batch_size):
+                    batch = todo[start : start + config.batch_size]
+                    results = beam_search(backend, vocab, [prompts[i] for i in batch], [ctxs[i] for i in batch],
+                                          settings, _for_batch(passage_source, batch))
+                    records = [_record(i, result, config) for i, result in zip(batch, results)]
+                    checkpoint.append(records)
+                    done.update((r["index"], r) for r in records)
+                    bar.update(len(batch))
 
     outputs = [_output_item(config.task, clean(item), done[i]) for i, item in enumerate(items)]
     if config.task == "factscore":
@@ -261,6 +242,19 @@ def run_long_form(
     retrieved = sum(done[i]["retrieve"] for i in range(len(items)))
     logger.info("wrote %d items to %s; retrieval frequency %.3f", len(items), config.output_file, retrieved / len(items))
     return outputs
+
+
+def _for_batch(source: PassageSource | None, batch: list[int]) -> PassageSource | None:
+    """The passage source seen from inside a batch, whose questions are numbered from 0."""
+    if source is None:
+        return None
+    return lambda queries: source([(batch[i], query) for i, query in queries])
+
+
+def _record(index: int, result: BeamResult, config: LongFormConfig) -> dict[str, Any]:
+    output, docs = assemble_answer(result, config.task, config.ignore_cont, config.compat)
+    return {"index": index, "output": output, "docs": docs, **result.to_dict(),
+            "intermediate": [n.pred for n in result.path]}
 
 
 def _output_item(task: str, item: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
-from selfrag.backends import GenerationBackend, default_backend, load_backend
+from selfrag.backends import GenerationBackend, ModelConfig, open_backend
 from selfrag.cli import flag
 from selfrag.data import JsonlCheckpoint, get_ctxs, load_items, require_field, where, write_json_atomic
 from selfrag.decoding.short_form import ShortFormSettings, run_batch
@@ -33,19 +33,12 @@ MODES = ("default", "adaptive_retrieval", "no_retrieval", "always_retrieve")
 
 
 @dataclass
-class ShortFormConfig:
+class ShortFormConfig(ModelConfig):
     """Flags of `run_short_form.py`: the original's names and defaults, plus `--backend`, `--batch_size`, `--compat`.
 
     Unused original flags (`--device`, `--tokenizer_path`, `--beam_width`, `--max_depth`) are accepted and ignored.
     """
 
-    # Model and backend
-    model_name: str = flag("HF hub id or local path of a Self-RAG generator.", default="")
-    backend: Literal["auto", "vllm", "hf"] = flag("auto: vllm with a CUDA GPU, else HF transformers.", default="auto")
-    dtype: str = flag("Model dtype: half, bfloat16, float32, auto (half becomes float32 on CPU).", default="half")
-    world_size: int = flag("vllm tensor_parallel_size.", default=1)
-    download_dir: str = flag("vllm download directory.", default=".cache")
-    max_model_len: int | None = flag("vllm max_model_len (default: the model's).", default=None)
     # Data
     input_file: str = flag("json / jsonl eval file with question, answers and ctxs.", default="")
     output_file: str = flag("Result JSON; <output_file>.partial.jsonl holds progress for resuming.", default="")
@@ -70,7 +63,6 @@ class ShortFormConfig:
         "original: reproduce the original code's scoring quirks (docs/upstream_quirks.md).", default="none"
     )
     batch_size: int = flag("Questions per backend call (x ndocs sequences when retrieving).", default=32)
-    max_batch_size: int = flag("hf backend: sequences per forward pass.", default=64)
     # Evaluation
     metric: Literal["match", "accuracy", "exact_match", "f1", "none"] | None = flag(
         "Per-item metric reported as metric_results (default match, the paper's).", default=None
@@ -181,22 +173,18 @@ def run_short_form(config: ShortFormConfig, backend: GenerationBackend | None = 
     todo = [i for i in range(len(items)) if i not in done]
 
     if todo:
-        if backend is None:
-            name = default_backend() if config.backend == "auto" else config.backend
-            logger.info("loading %s with the %s backend", config.model_name, name)
-            backend = load_backend(name, config.model_name, dtype=config.dtype, world_size=config.world_size,
-                                   download_dir=config.download_dir, max_batch_size=config.max_batch_size,
-                                   max_model_len=config.max_model_len)
-        vocab = ReflectionVocab.from_tokenizer(backend.tokenizer, source=config.model_name)
-        settings = config.settings()
-        with tqdm(total=len(items), initial=len(done), desc="short-form", unit="item") as bar:
-            for start in range(0, len(todo), config.batch_size):
-                batch = todo[start : start + config.batch_size]
-                outcomes = run_batch(backend, vocab, [prompts[i] for i in batch], [evidences[i] for i in batch], settings)
-                records = [{"index": i, "prompt": prompts[i], **dataclasses.asdict(o)} for i, o in zip(batch, outcomes)]
-                checkpoint.append(records)
-                done.update((r["index"], r) for r in records)
-                bar.update(len(batch))
+        with open_backend(config, backend) as backend:
+            vocab = ReflectionVocab.from_tokenizer(backend.tokenizer, source=config.model_name)
+            settings = config.settings()
+            with tqdm(total=len(items), initial=len(done), desc="short-form", unit="item") as bar:
+                for start in range(0, len(todo), config.batch_size):
+                    batch = todo[start : start + config.batch_size]
+                    outcomes = run_batch(backend, vocab, [prompts[i] for i in batch], [evidences[i] for i in batch],
+                                         settings)
+                    records = [{"index": i, "prompt": prompts[i], **dataclasses.asdict(o)} for i, o in zip(batch, outcomes)]
+                    checkpoint.append(records)
+                    done.update((r["index"], r) for r in records)
+                    bar.update(len(batch))
 
     output = assemble_output(config, golds, [done[i] for i in range(len(items))])
     write_json_atomic(config.output_file, output)

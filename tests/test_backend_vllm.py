@@ -213,3 +213,36 @@ def test_short_form_run_is_the_same_on_both_backends(vllm_backend, hf_backend, t
             if key.startswith("retrieval_"):
                 assert g[key]["pred"] == w[key]["pred"]
                 assert g[key]["score"] == pytest.approx(w[key]["score"], abs=ATOL)
+
+
+def test_cli_with_the_vllm_backend(model_dir, hf_backend, tmp_path):
+    """`run_short_form.py --backend vllm` builds its own engine, closes it, and agrees with the HF backend."""
+    import importlib.util as iu
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = iu.spec_from_file_location("run_short_form", root / "retrieval_lm" / "run_short_form.py")
+    script = iu.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    items = [{"question": "In what country is Kyoto?", "answers": ["Japan"],
+              "ctxs": [{"title": "Kyoto", "text": "Kyoto is a city in Japan."},
+                       {"title": "Paris", "text": "Paris is the capital of France."}]}]
+    input_file = tmp_path / "in.jsonl"
+    input_file.write_text(json.dumps(items[0]) + "\n")
+    outputs = {}
+    saved_env = dict(os.environ)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    try:
+        for backend in ("vllm", "hf"):
+            out = tmp_path / f"{backend}.json"
+            assert script.main(["--model_name", str(model_dir), "--input_file", str(input_file), "--output_file", str(out),
+                                "--backend", backend, "--dtype", "float32", "--max_model_len", "512", "--ndocs", "2",
+                                "--mode", "always_retrieve", "--max_new_tokens", "6", "--use_groundness"]) == 0
+            outputs[backend] = json.loads(out.read_text())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+    assert outputs["vllm"]["preds"] == outputs["hf"]["preds"]
+    for key in ("retrieval_0", "retrieval_1"):
+        got, want = outputs["vllm"]["all_results"][0][key], outputs["hf"]["all_results"][0][key]
+        assert got["pred"] == want["pred"] and got["score"] == pytest.approx(want["score"], abs=ATOL)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
 
 from selfrag.backends.base import Generation, GenerationBackend, GenParams
+from selfrag.cli import flag
 from selfrag.errors import BackendError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Generation", "GenerationBackend", "GenParams", "default_backend", "load_backend"]
+__all__ = ["Generation", "GenerationBackend", "GenParams", "ModelConfig", "default_backend", "load_backend", "open_backend"]
 
 
 def default_backend() -> str:
@@ -52,3 +57,33 @@ def load_backend(
             max_model_len=max_model_len,
         )
     raise BackendError(f"unknown backend {name!r}; choose 'hf' or 'vllm'")
+
+
+@dataclass
+class ModelConfig:
+    """Model and backend flags shared by the inference scripts (the original's names and defaults)."""
+
+    model_name: str = flag("HF hub id or local path of a Self-RAG generator.", default="")
+    backend: Literal["auto", "vllm", "hf"] = flag("auto: vllm with a CUDA GPU, else HF transformers.", default="auto")
+    dtype: str = flag("Model dtype: half, bfloat16, float32, auto (half becomes float32 on CPU).", default="half")
+    world_size: int = flag("vllm tensor_parallel_size.", default=1)
+    download_dir: str = flag("vllm download directory.", default=".cache")
+    max_model_len: int | None = flag("vllm max_model_len (default: the model's).", default=None)
+    max_batch_size: int = flag("hf backend: sequences per forward pass.", default=64)
+
+
+@contextlib.contextmanager
+def open_backend(config: ModelConfig, backend: GenerationBackend | None = None) -> Iterator[GenerationBackend]:
+    """Yield `backend` if given, else one built from `config` and closed afterwards (vllm engines hold memory)."""
+    if backend is not None:
+        yield backend
+        return
+    name = default_backend() if config.backend == "auto" else config.backend
+    logger.info("loading %s with the %s backend", config.model_name, name)
+    built = load_backend(name, config.model_name, dtype=config.dtype, world_size=config.world_size,
+                         download_dir=config.download_dir, max_batch_size=config.max_batch_size,
+                         max_model_len=config.max_model_len)
+    try:
+        yield built
+    finally:
+        built.close()
