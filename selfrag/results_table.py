@@ -1,0 +1,314 @@
+"""Gather result files into the paper's Table 2 (short-form columns) and its Fig. 3c threshold sweep.
+
+Inputs are the JSON files written by `retrieval_lm/run_short_form.py` (Self-RAG) and
+`retrieval_lm/run_baseline_lm.py` (baselines), or the original code's outputs (a short-form JSON with
+`metric_mean`, a baseline JSON Lines file with per-item `metric_result`).
+
+**Which row and column a file fills.** A file named `SYSTEM__TASK.json` (or `.jsonl`; two underscores; TASK one
+of `popqa`, `tqa` / `triviaqa`, `pub` / `pubhealth`, `arc` / `arc_c`, any case) goes to row SYSTEM and column
+TASK, whatever its contents: this is how files without a config (the original's) are placed, and how a row is
+renamed. Its group is Self-RAG for a short-form output (or a SYSTEM containing `Self-RAG`), baselines with
+retrieval for `--mode retrieval` (or a SYSTEM starting with `Ret-`), else baselines without retrieval.
+Otherwise both come from the file's `config`:
+
+- column: `--task fever` -> Pub, `arc_c` -> ARC; no task -> from the input file's name (`popqa` -> PopQA,
+  `triviaqa` / `tqa` -> TQA, `health` -> Pub, `arc` -> ARC); a task outside Table 2's short-form columns (asqa,
+  factscore) or an unknown file name is skipped with a warning;
+- row: the model's paper name where known (`selfrag/selfrag_llama2_7b` -> `Self-RAG 7B`, `meta-llama/Llama-2-7b-hf`
+  -> `Llama2-7B`, `gpt-3.5-turbo*` -> `ChatGPT`, ...), else the model path's last component; baselines run with
+  `--mode retrieval` get the paper's `Ret-` prefix; Self-RAG runs not in adaptive mode get ` (always_retrieve)` /
+  ` (no_retrieval)`, and `--compat original` runs ` [compat original]`.
+
+Rows are grouped as in the paper (baselines without retrieval, with retrieval, Self-RAG) and sorted by name
+within a group. Values are `100 x metric_mean` (the metric the run reported; `metric=` picks another one of the
+file's `metrics`), one decimal; `–` marks a missing cell. Two files for the same cell are an error.
+
+**Threshold sweep (Fig. 3c).** Self-RAG files in adaptive mode with a numeric `threshold` form one curve per
+(system, task): accuracy (100 x metric_mean) and retrieval frequency (100 x `retrieval_frequency`) against the
+threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selfrag.errors import ConfigError, DataFormatError
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ("PopQA", "TQA", "Pub", "ARC")
+TASK_NAMES = {"popqa": "PopQA", "tqa": "TQA", "triviaqa": "TQA", "pub": "Pub", "pubhealth": "Pub", "arc": "ARC",
+              "arc_c": "ARC"}
+GROUPS = (("no_retrieval", "Baselines without retrieval"), ("retrieval", "Baselines with retrieval"),
+          ("selfrag", "Self-RAG"))
+# Paper names of the models of Table 2, matched against the model path's last component (lowercase).
+MODEL_NAMES = (
+    (re.compile(r"^selfrag_llama2_(\d+)b$"), "Self-RAG {0}B"),
+    (re.compile(r"^llama-2-(\d+)b-chat(-hf)?$"), "Llama2-chat-{0}B"),
+    (re.compile(r"^llama-2-(\d+)b(-hf)?$"), "Llama2-{0}B"),
+    (re.compile(r"^alpaca-(\d+)b.*$"), "Alpaca-{0}B"),
+    (re.compile(r"^gpt-3\.5-turbo.*$"), "ChatGPT"),
+    (re.compile(r"^gpt-4.*$"), "GPT-4"),
+)
+# Column of a run without --task, from its input file's name (the original eval files' names, §11).
+INPUT_FILE_COLUMNS = (
+    (re.compile(r"popqa"), "PopQA"),
+    (re.compile(r"triviaqa|(?<![a-z])tqa(?![a-z])"), "TQA"),
+    (re.compile(r"health"), "Pub"),
+    (re.compile(r"(?<![a-z])arc(?![a-z])"), "ARC"),
+)
+NAMED_FILE = re.compile(r"^(?P<system>.+)__(?P<task>[A-Za-z_]+)$")
+NO_VALUE = "–"
+
+
+@dataclass(frozen=True)
+class ResultEntry:
+    """One result file, placed in the table."""
+
+    path: str
+    system: str
+    group: str
+    column: str
+    value: float  # a fraction (metric_mean), not a percentage
+    threshold: float | None = None
+    retrieval_frequency: float | None = None
+    sweepable: bool = False  # Self-RAG, adaptive mode, numeric threshold
+
+
+def model_label(model_name: str) -> str:
+    """The paper's name of a model (`selfrag/selfrag_llama2_7b` -> `Self-RAG 7B`), else its path's last part."""
+    base = model_name.rstrip("/").split("/")[-1]
+    for pattern, label in MODEL_NAMES:
+        found = pattern.match(base.lower())
+        if found:
+            return label.format(*found.groups())
+    return base
+
+
+def _column_from_config(config: dict[str, Any]) -> str | None:
+    task = config.get("task")
+    if task == "fever":
+        return "Pub"
+    if task == "arc_c":
+        return "ARC"
+    if task:
+        return None
+    name = Path(str(config.get("input_file", ""))).name.lower()
+    for pattern, column in INPUT_FILE_COLUMNS:
+        if pattern.search(name):
+            return column
+    return None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """A result JSON object, or a JSON Lines file of per-item records (the original baseline's output)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        try:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as err:
+            raise DataFormatError(f"{path}: not JSON Lines ({err})") from err
+        values = [r.get("metric_result") for r in records]
+        if not values or any(not isinstance(v, (int, float)) for v in values):
+            raise DataFormatError(
+                f"{path}: every line needs a numeric 'metric_result' (the original baseline's output)"
+            )
+        return {"metric_mean": sum(values) / len(values)}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from err
+    if not isinstance(data, dict):
+        raise DataFormatError(f"{path}: a result file holds one JSON object")
+    return data
+
+
+def load_result(path: str | Path, metric: str | None = None) -> ResultEntry | None:
+    """Place one result file; None (with a warning) when it belongs to no cell of the table."""
+    path = Path(path)
+    data = _read(path)
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    is_selfrag = "all_results" in data or "retrieve" in data
+    named = NAMED_FILE.match(path.stem)
+    if named and named.group("task").lower() not in TASK_NAMES:
+        named = None
+
+    if metric is None:
+        value = data.get("metric_mean")
+    else:
+        metrics = data.get("metrics") or {}
+        if metric not in metrics:
+            raise DataFormatError(f"{path}: no '{metric}' in its 'metrics' ({sorted(metrics) or 'none'})")
+        value = metrics[metric]
+    if not isinstance(value, (int, float)) or math.isnan(value):
+        logger.warning("%s: no metric value (run with --metric none?); skipped", path)
+        return None
+
+    mode = config.get("mode")
+    if named:
+        system, column = named.group("system"), TASK_NAMES[named.group("task").lower()]
+        group = ("selfrag" if is_selfrag or "self-rag" in system.lower() else
+                 "retrieval" if mode == "retrieval" or system.startswith("Ret-") else "no_retrieval")
+    elif config:
+        column = _column_from_config(config)
+        if column is None:
+            logger.warning("%s: task %r / input %r is not a column of Table 2 (%s); skipped",
+                           path, config.get("task"), config.get("input_file"), ", ".join(COLUMNS))
+            return None
+        label = model_label(str(config.get("model_name", "?")))
+        if is_selfrag:
+            group = "selfrag"
+            system = label if label.startswith("Self-RAG") else f"Self-RAG ({label})"
+            if mode not in (None, "default", "adaptive_retrieval"):
+                system += f" ({mode})"
+        else:
+            group = "retrieval" if mode == "retrieval" else "no_retrieval"
+            system = ("Ret-" if group == "retrieval" else "") + label
+        if config.get("compat") == "original":
+            system += " [compat original]"
+    else:
+        logger.warning("%s: no 'config' to name its row and column; name the file SYSTEM__TASK.json "
+                       "(TASK: popqa, tqa, pub or arc); skipped", path)
+        return None
+
+    threshold = config.get("threshold")
+    adaptive = mode in (None, "default", "adaptive_retrieval")
+    return ResultEntry(
+        path=str(path), system=system, group=group, column=column, value=float(value),
+        threshold=float(threshold) if isinstance(threshold, (int, float)) else None,
+        retrieval_frequency=data.get("retrieval_frequency"),
+        sweepable=is_selfrag and adaptive and isinstance(threshold, (int, float)),
+    )
+
+
+def result_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The result files among `paths`; a directory contributes its `*.json` / `*.jsonl` files (recursively),
+    without the `.config.json`, `.partial.jsonl` and `.tmp` files written beside results."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file())
+            files.extend(p for p in found if not p.name.endswith((".config.json", ".partial.jsonl")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ConfigError(f"{path}: no such file or directory")
+    return files
+
+
+def collect(paths: Iterable[str | Path], metric: str | None = None) -> list[ResultEntry]:
+    entries = [e for e in (load_result(p, metric) for p in result_files(paths)) if e is not None]
+    if not entries:
+        raise ConfigError("no result file could be placed in the table (see the warnings above)")
+    return entries
+
+
+def _fmt(value: float | None) -> str:
+    return NO_VALUE if value is None else f"{100 * value:.1f}"
+
+
+def table2_markdown(entries: Sequence[ResultEntry]) -> str:
+    """The markdown table: one row per system, grouped as in the paper, columns PopQA, TQA, Pub, ARC."""
+    cells: dict[tuple[str, str], ResultEntry] = {}
+    groups: dict[str, str] = {}
+    for entry in entries:
+        key = (entry.system, entry.column)
+        if key in cells:
+            raise ConfigError(
+                f"two results for {entry.system} / {entry.column}: {cells[key].path} and {entry.path}; move one away "
+                "or rename it SYSTEM__TASK.json (threshold sweeps go to --sweep)"
+            )
+        cells[key] = entry
+        groups.setdefault(entry.system, entry.group)
+    lines = ["| System | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    for group, title in GROUPS:
+        systems = sorted(s for s, g in groups.items() if g == group)
+        if not systems:
+            continue
+        lines.append(f"| *{title}* |" + " |" * len(COLUMNS))
+        for system in systems:
+            values = [_fmt(cells[(system, c)].value) if (system, c) in cells else NO_VALUE for c in COLUMNS]
+            lines.append(f"| {system} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Threshold sweep (Fig. 3c)
+
+
+@dataclass(frozen=True)
+class SweepCurve:
+    system: str
+    column: str
+    thresholds: list[float]
+    accuracy: list[float]  # percentages
+    retrieval: list[float]  # percentages
+
+
+def sweep_curves(entries: Sequence[ResultEntry]) -> list[SweepCurve]:
+    """One curve per (system, task) from the sweepable entries, sorted by threshold."""
+    points: dict[tuple[str, str], dict[float, ResultEntry]] = {}
+    for entry in entries:
+        if not entry.sweepable:
+            logger.warning("%s: not an adaptive Self-RAG run with a numeric threshold; not in the sweep", entry.path)
+            continue
+        if entry.retrieval_frequency is None:
+            raise DataFormatError(f"{entry.path}: no 'retrieval_frequency' (not a run_short_form.py output?)")
+        curve = points.setdefault((entry.system, entry.column), {})
+        if entry.threshold in curve:
+            raise ConfigError(f"two results at threshold {entry.threshold} for {entry.system} / {entry.column}: "
+                              f"{curve[entry.threshold].path} and {entry.path}")
+        curve[entry.threshold] = entry  # type: ignore[index]
+    if not points:
+        raise ConfigError("no threshold sweep found: pass run_short_form.py outputs of adaptive runs with --threshold")
+    curves = []
+    for (system, column), by_threshold in sorted(points.items(), key=lambda kv: (kv[0][0], COLUMNS.index(kv[0][1]))):
+        ordered = sorted(by_threshold.items())
+        curves.append(SweepCurve(
+            system, column, [t for t, _ in ordered], [100 * e.value for _, e in ordered],
+            [100 * float(e.retrieval_frequency) for _, e in ordered],  # type: ignore[arg-type]
+        ))
+    return curves
+
+
+def sweep_markdown(curves: Sequence[SweepCurve]) -> str:
+    lines = ["| System | Task | Threshold | Accuracy | Retrieval (%) |", "|---|---|---|---|---|"]
+    for curve in curves:
+        for t, acc, ret in zip(curve.thresholds, curve.accuracy, curve.retrieval):
+            lines.append(f"| {curve.system} | {curve.column} | {t:g} | {acc:.1f} | {ret:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(curves: Sequence[SweepCurve], path: str | Path) -> Path:
+    """Fig. 3c: accuracy and retrieval frequency (%) against the threshold, one panel per (system, task).
+
+    Raises ImportError when matplotlib is not installed.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2), squeeze=False)
+    for ax, curve in zip(axes[0], curves):
+        ax.plot(curve.thresholds, curve.accuracy, marker="o", label="Accuracy")
+        ax.plot(curve.thresholds, curve.retrieval, marker="s", linestyle="--", label="Retrieval frequency")
+        ax.set_title(f"{curve.system}: {curve.column}")
+        ax.set_xlabel("Retrieval threshold")
+        ax.set_ylabel("%")
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
