@@ -33,11 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tqdm import tqdm
-
 from selfrag.backends import GenerationBackend, GenParams, default_backend, load_backend
 from selfrag.cli import flag
-from selfrag.data import JsonlCheckpoint, clean, load_items, where, write_json_atomic
+from selfrag.data import ResumableRun, clean, load_items, where, write_json_atomic
 from selfrag.errors import ConfigError, DataFormatError
 from selfrag.metrics import METRICS, metric_fn
 from selfrag.prompts import ARC_LETTERS, PROMPT_DICT, TASK_INST, arc_choices
@@ -426,30 +424,26 @@ def run_baseline(config: BaselineConfig, backend: GenerationBackend | None = Non
         from selfrag.backends.openai_chat import resolve_api_key
 
         resolve_api_key(config.api_key, config.base_url)  # a missing key fails here, before any work
-    checkpoint = JsonlCheckpoint(config.result_fp + ".partial.jsonl", config.fingerprint())
-    done = checkpoint.load()
-    todo = [i for i in range(len(prepared.items)) if i not in done]
-
-    if todo:
-        if backend is None:
+    run = ResumableRun(config.result_fp, config.fingerprint(), len(prepared.items), config.batch_size, "baseline")
+    if run.todo:
+        owned = backend is None
+        if owned:
             logger.info("loading %s with the %s backend", config.model_name, config.backend)
             backend = load_baseline_backend(config)
         params = GenParams(max_tokens=config.max_new_tokens, temperature=float(config.temperature),
                            top_p=float(config.top_p), seed=config.seed)
-        with tqdm(total=len(prepared.items), initial=len(done), desc="baseline", unit="item") as bar:
-            for start in range(0, len(todo), config.batch_size):
-                batch = todo[start : start + config.batch_size]
+        try:
+            for batch in run.batches():
                 generations = backend.generate([prepared.prompts[i] for i in batch], params)
-                records = [{"index": i, "prompt": prepared.prompts[i], "raw": g.text}
-                           for i, g in zip(batch, generations)]
-                checkpoint.append(records)
-                done.update((r["index"], r) for r in records)
-                bar.update(len(batch))
+                run.save([{"index": i, "prompt": prepared.prompts[i], "raw": g.text} for i, g in zip(batch, generations)])
+        finally:
+            if owned:
+                backend.close()
 
-    output = assemble_output(config, prepared, [done[i]["raw"] for i in range(len(prepared.items))])
+    output = assemble_output(config, prepared, [record["raw"] for record in run.records()])
     write_json_atomic(config.result_fp, output)
     write_json_atomic(config.result_fp + ".config.json", config.to_dict())
-    Path(checkpoint.path).unlink(missing_ok=True)
+    run.finish()
     logger.info("overall result: %s", output["metric_mean"])
     return output
 

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from selfrag.errors import ConfigError, DataFormatError
 
 logger = logging.getLogger(__name__)
@@ -162,3 +164,41 @@ class JsonlCheckpoint:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+
+class ResumableRun:
+    """Items processed in batches, each batch's records saved before the next starts (`JsonlCheckpoint`).
+
+        run = ResumableRun(output_file, fingerprint, n_items, batch_size, desc="short-form")
+        if run.todo:                       # load the model only when something is left to do
+            for batch in run.batches():    # lists of item indices, with a progress bar
+                run.save([{"index": i, ...} for i in batch])
+        records = run.records()            # one record per item, in item order
+        run.finish()                       # after the final output is written: drop the checkpoint
+    """
+
+    def __init__(self, output_file: str, fingerprint: Mapping[str, Any], n_items: int, batch_size: int, desc: str):
+        self.checkpoint = JsonlCheckpoint(output_file + ".partial.jsonl", fingerprint)
+        self.done = self.checkpoint.load()
+        self.n_items, self.batch_size, self.desc = n_items, batch_size, desc
+        self.todo = [i for i in range(n_items) if i not in self.done]
+
+    def batches(self):
+        with tqdm(total=self.n_items, initial=len(self.done), desc=self.desc, unit="item") as bar:
+            for start in range(0, len(self.todo), self.batch_size):
+                batch = self.todo[start : start + self.batch_size]
+                yield batch
+                missing = [i for i in batch if i not in self.done]
+                if missing:
+                    raise AssertionError(f"batch items {missing} were not saved")
+                bar.update(len(batch))
+
+    def save(self, records: list[dict[str, Any]]) -> None:
+        self.checkpoint.append(records)
+        self.done.update((r["index"], r) for r in records)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [self.done[i] for i in range(self.n_items)]
+
+    def finish(self) -> None:
+        self.checkpoint.path.unlink(missing_ok=True)

@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tqdm import tqdm
-
 from selfrag.backends import GenerationBackend, ModelConfig, open_backend
 from selfrag.cli import flag
-from selfrag.data import JsonlCheckpoint, clean, get_ctxs, load_items, require_field, where, write_json_atomic
+from selfrag.data import ResumableRun, clean, get_ctxs, load_items, require_field, where, write_json_atomic
 from selfrag.decoding.long_form import BeamResult, LongFormSettings, Node, PassageSource, beam_search
 from selfrag.errors import ConfigError, DataFormatError
 from selfrag.prompts import TASK_INST, format_prompt
@@ -213,24 +211,18 @@ def run_long_form(
 ) -> list[dict[str, Any]]:
     """Run the search for every item, write `config.output_file`, return the output items."""
     items, prompts, ctxs = prepare_items(config)
-    checkpoint = JsonlCheckpoint(config.output_file + ".partial.jsonl", config.fingerprint())
-    done = checkpoint.load()
-    todo = [i for i in range(len(items)) if i not in done]
-    if todo:
+    run = ResumableRun(config.output_file, config.fingerprint(), len(items), config.batch_size, "long-form")
+    if run.todo:
         with open_backend(config, backend) as backend:
             vocab = ReflectionVocab.from_tokenizer(backend.tokenizer, source=config.model_name)
             settings = config.settings()
-            with tqdm(total=len(items), initial=len(done), desc="long-form", unit="item") as bar:
-                for start in range(0, len(todo), config.batch_size):
-                    batch = todo[start : start + config.batch_size]
-                    results = beam_search(backend, vocab, [prompts[i] for i in batch], [ctxs[i] for i in batch],
-                                          settings, _for_batch(passage_source, batch))
-                    records = [_record(i, result, config) for i, result in zip(batch, results)]
-                    checkpoint.append(records)
-                    done.update((r["index"], r) for r in records)
-                    bar.update(len(batch))
+            for batch in run.batches():
+                results = beam_search(backend, vocab, [prompts[i] for i in batch], [ctxs[i] for i in batch], settings,
+                                      _for_batch(passage_source, batch))
+                run.save([_record(i, result, config) for i, result in zip(batch, results)])
 
-    outputs = [_output_item(config.task, clean(item), done[i]) for i, item in enumerate(items)]
+    records = run.records()
+    outputs = [_output_item(config.task, clean(item), record) for item, record in zip(items, records)]
     if config.task == "factscore":
         tmp = Path(config.output_file + ".tmp")
         tmp.write_text("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in outputs), encoding="utf-8")
@@ -238,8 +230,8 @@ def run_long_form(
     else:
         write_json_atomic(config.output_file, {"data": outputs, "args": [], "total_cost": 0.0, "azure_filter_fail": ""})
     write_json_atomic(config.output_file + ".config.json", dataclasses.asdict(config))
-    Path(checkpoint.path).unlink(missing_ok=True)
-    retrieved = sum(done[i]["retrieve"] for i in range(len(items)))
+    run.finish()
+    retrieved = sum(record["retrieve"] for record in records)
     logger.info("wrote %d items to %s; retrieval frequency %.3f", len(items), config.output_file, retrieved / len(items))
     return outputs
 

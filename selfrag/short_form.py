@@ -11,15 +11,13 @@ import dataclasses
 import logging
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from tqdm import tqdm
 
 from selfrag.backends import GenerationBackend, ModelConfig, open_backend
 from selfrag.cli import flag
-from selfrag.data import JsonlCheckpoint, get_ctxs, load_items, require_field, where, write_json_atomic
+from selfrag.data import ResumableRun, get_ctxs, load_items, require_field, where, write_json_atomic
 from selfrag.decoding.short_form import ShortFormSettings, run_batch
 from selfrag.errors import ConfigError, DataFormatError
 from selfrag.metrics import METRICS, metric_fn
@@ -168,28 +166,19 @@ def run_short_form(config: ShortFormConfig, backend: GenerationBackend | None = 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     items, prompts, evidences, golds = prepare_items(config)
-    checkpoint = JsonlCheckpoint(config.output_file + ".partial.jsonl", config.fingerprint())
-    done = checkpoint.load()
-    todo = [i for i in range(len(items)) if i not in done]
-
-    if todo:
+    run = ResumableRun(config.output_file, config.fingerprint(), len(items), config.batch_size, "short-form")
+    if run.todo:
         with open_backend(config, backend) as backend:
             vocab = ReflectionVocab.from_tokenizer(backend.tokenizer, source=config.model_name)
             settings = config.settings()
-            with tqdm(total=len(items), initial=len(done), desc="short-form", unit="item") as bar:
-                for start in range(0, len(todo), config.batch_size):
-                    batch = todo[start : start + config.batch_size]
-                    outcomes = run_batch(backend, vocab, [prompts[i] for i in batch], [evidences[i] for i in batch],
-                                         settings)
-                    records = [{"index": i, "prompt": prompts[i], **dataclasses.asdict(o)} for i, o in zip(batch, outcomes)]
-                    checkpoint.append(records)
-                    done.update((r["index"], r) for r in records)
-                    bar.update(len(batch))
+            for batch in run.batches():
+                outcomes = run_batch(backend, vocab, [prompts[i] for i in batch], [evidences[i] for i in batch], settings)
+                run.save([{"index": i, "prompt": prompts[i], **dataclasses.asdict(o)} for i, o in zip(batch, outcomes)])
 
-    output = assemble_output(config, golds, [done[i] for i in range(len(items))])
+    output = assemble_output(config, golds, run.records())
     write_json_atomic(config.output_file, output)
     write_json_atomic(config.output_file + ".config.json", dataclasses.asdict(config))
-    Path(checkpoint.path).unlink(missing_ok=True)
+    run.finish()
     logger.info("Final result: %s", output["metric_mean"])
     logger.info("Retrieval Frequencies: %s", output["retrieval_frequency"])
     return output
