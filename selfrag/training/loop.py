@@ -1,0 +1,317 @@
+"""The generator training loop: plain PyTorch (AdamW, `transformers.get_scheduler`, gradient accumulation) driven
+through `accelerate`, so the same code runs in one CPU process, under DDP, and on GPUs with
+`accelerate launch --use_deepspeed` (the original's setup, docs/original_selfrag.md §7.3-7.5).
+
+`train(config)` is what `retrieval_lm/finetune.py` calls. Outputs in `--output_dir`:
+* the final model (`config.json`, `model.safetensors`) and tokenizer with the reflection tokens, loadable by
+  `AutoModelForCausalLM` / `AutoTokenizer` and by vllm; under LoRA the adapters are merged into it and also kept,
+  unmerged, in `adapter/`;
+* `step_N/` or `epoch_N/` (`--checkpointing_steps`): accelerate states (weights, optimizer, scheduler, RNG) plus
+  `trainer_state.json`, for `--resume_from_checkpoint`; without LoRA they also hold `config.json` and the
+  tokenizer, so HF loads them as models too;
+* `finetune_config.json`: the resolved flags.
+
+Loss: the model's mean cross-entropy over the targets of each micro-batch, averaged over the micro-batches of an
+update, as the original (so each micro-batch weighs the same whatever its number of targets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from selfrag.data import load_items, write_json_atomic
+from selfrag.errors import ConfigError, DataFormatError
+from selfrag.training.collator import PaddingCollator
+from selfrag.training.config import FinetuneConfig
+from selfrag.training.encode import EncodeStats, encode_dataset, encode_example
+from selfrag.training.model import apply_lora, load_model, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+TRAINER_STATE = "trainer_state.json"
+
+
+@dataclass
+class TrainResult:
+    """What a run did: its output folder, updates, the loss of every update (this process), and throughput."""
+
+    output_dir: Path
+    completed_steps: int
+    losses: list[float] = field(default_factory=list)
+    encode_stats: EncodeStats | None = None
+    tokens_per_second: float = 0.0
+
+
+def encode_file(config: FinetuneConfig, tokenizer: Any) -> tuple[list[dict[str, list[int]]], EncodeStats]:
+    """Load `--train_file` and encode it (prompt and, under `--use_special_tokens`, passages masked)."""
+    items = load_items(config.train_file)
+    encode = partial(
+        encode_example,
+        tokenizer=tokenizer,
+        max_seq_length=config.max_seq_length,
+        mask_paragraphs=config.use_special_tokens,
+        original_masking=config.original_masking,
+    )
+    data, stats = encode_dataset(items, encode, overflow=config.overflow, num_workers=config.preprocessing_num_workers)
+    if not data:
+        raise DataFormatError(f"{config.train_file}: no training example left after encoding ({stats.summary()})")
+    return data, stats
+
+
+def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    # Biases and norm weights (the 1-d parameters) get no weight decay. The original meant the same with the names
+    # "bias" / "layer_norm.weight", which match no Llama norm (docs/original_selfrag.md §7.3); the scripts use 0.
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for _, p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+def _resolve_checkpoint(config: FinetuneConfig) -> Path:
+    if config.resume_from_checkpoint == "latest":
+        found = [p for p in Path(config.output_dir).glob("*_*") if (p / TRAINER_STATE).is_file()]
+        if not found:
+            raise ConfigError(f"--resume_from_checkpoint latest: no step_N / epoch_N checkpoint in {config.output_dir}")
+        return max(found, key=lambda p: json.loads((p / TRAINER_STATE).read_text())["completed_steps"])
+    path = Path(config.resume_from_checkpoint or "")
+    if not (path / TRAINER_STATE).is_file():
+        raise ConfigError(f"--resume_from_checkpoint {path}: not a checkpoint folder (no {TRAINER_STATE})")
+    return path
+
+
+def _save_checkpoint(accelerator: Any, model: Any, tokenizer: Any, path: Path, state: dict[str, int], lora: bool):
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        write_json_atomic(path / TRAINER_STATE, state)
+        tokenizer.save_pretrained(path)
+        if not lora:  # the weights accelerate wrote are a plain HF state dict: make the folder loadable
+            accelerator.unwrap_model(model).config.save_pretrained(path)
+    logger.info("saved checkpoint %s", path)
+
+
+def save_final(accelerator: Any, model: Any, tokenizer: Any, output_dir: Path, lora: bool) -> None:
+    """Save the model (LoRA merged; adapters in `adapter/`) and the tokenizer in the HF layout vllm loads."""
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    if lora:
+        if accelerator.is_main_process:  # embeddings included: the base model lacks the added rows
+            unwrapped.save_pretrained(output_dir / "adapter", save_embedding_layers=True)
+        unwrapped = unwrapped.merge_and_unload()
+        state_dict = unwrapped.state_dict()
+    else:
+        state_dict = accelerator.get_state_dict(model)
+    unwrapped.save_pretrained(
+        output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save, state_dict=state_dict
+    )
+    if accelerator.is_main_process:
+        tokenizer.save_pretrained(output_dir)
+    logger.info("saved the model and tokenizer to %s", output_dir)
+
+
+def _make_accelerator(config: FinetuneConfig) -> Any:
+    from accelerate import Accelerator, DataLoaderConfiguration
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        log_with=config.report_to if config.with_tracking else None,
+        project_dir=config.output_dir,
+        # per-epoch shuffles drawn from `seed + epoch`, so a resumed run sees the same order
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+    )
+    if config.with_tracking and config.report_to != "all" and not accelerator.log_with:
+        raise ConfigError(
+            f"--report_to {config.report_to}: tracker not installed (e.g. pip install tensorboard), "
+            "or drop --with_tracking"
+        )
+    return accelerator
+
+
+def train(config: FinetuneConfig) -> TrainResult:
+    """Fine-tune the generator as configured; see the module docstring for the outputs."""
+    import torch
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+    from transformers import get_scheduler
+
+    accelerator = _make_accelerator(config)
+    if config.seed is not None:
+        set_seed(config.seed)
+    output_dir = Path(config.output_dir)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(output_dir / "finetune_config.json", dataclasses.asdict(config))
+    logger.info("config: %s", json.dumps(dataclasses.asdict(config), sort_keys=True))
+
+    tokenizer, added = load_tokenizer(config)
+    with accelerator.main_process_first():
+        data, stats = encode_file(config, tokenizer)
+    model = load_model(config, tokenizer, added)
+    if config.use_lora:
+        model = apply_lora(model, config, added.vocab.all_ids if added.vocab else ())
+
+    collate = PaddingCollator(pad_token_id=tokenizer.pad_token_id)
+    dataloader = DataLoader(data, batch_size=config.per_device_train_batch_size, shuffle=True, collate_fn=collate)
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.learning_rate)
+    model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+    # Updates are counted after `prepare`, which splits the batches across processes.
+    updates_per_epoch = math.ceil(len(dataloader) / config.gradient_accumulation_steps)
+    max_train_steps = config.max_train_steps or config.num_train_epochs * updates_per_epoch
+    # Stepped by hand once per update (not `prepare`d: accelerate would step it once per process).
+    scheduler = get_scheduler(
+        config.lr_scheduler_type,
+        optimizer=getattr(optimizer, "optimizer", optimizer),
+        num_warmup_steps=int(max_train_steps * config.warmup_ratio),
+        num_training_steps=max_train_steps,
+    )
+    accelerator.register_for_checkpointing(scheduler)
+    if config.with_tracking:
+        hparams = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in vars(config).items()}
+        accelerator.init_trackers("selfrag_finetune", config=hparams)
+
+    position = {"completed_steps": 0, "epoch": 0, "batches_in_epoch": 0}
+    if config.resume_from_checkpoint:
+        path = _resolve_checkpoint(config)
+        accelerator.load_state(str(path))
+        position = json.loads((path / TRAINER_STATE).read_text())
+        logger.info("resumed from %s: %s", path, position)
+    logger.info(
+        "training: %d examples, %d updates of %d x %d x %d examples (%d per epoch)",
+        len(data),
+        max_train_steps,
+        config.per_device_train_batch_size,
+        config.gradient_accumulation_steps,
+        accelerator.num_processes,
+        updates_per_epoch,
+    )
+    run = _Run(accelerator, model, optimizer, scheduler, tokenizer, config, output_dir, max_train_steps)
+    losses, tokens_per_second = run.fit(
+        dataloader, updates_per_epoch, position["completed_steps"], position["epoch"], position["batches_in_epoch"]
+    )
+    save_final(accelerator, model, tokenizer, output_dir, config.use_lora)
+    if config.with_tracking:
+        accelerator.end_training()
+    return TrainResult(output_dir, run.completed_steps, losses, stats, tokens_per_second)
+
+
+@dataclass
+class _Meter:
+    """Sums over micro-batches since the last log line."""
+
+    loss: float = 0.0
+    micro: int = 0
+    tokens: int = 0
+    targets: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class _Run:
+    """The update loop and its bookkeeping (progress bar, logging, checkpoints) for one `train` call."""
+
+    accelerator: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    tokenizer: Any
+    config: FinetuneConfig
+    output_dir: Path
+    max_train_steps: int
+    completed_steps: int = 0
+
+    def fit(
+        self, dataloader: Any, updates_per_epoch: int, completed_steps: int, start_epoch: int, batches_in_epoch: int
+    ) -> tuple[list[float], float]:
+        """Train from (`start_epoch`, `batches_in_epoch`) to `max_train_steps`; return update losses, tokens/s."""
+        import torch
+        from tqdm.auto import tqdm
+
+        acc, config = self.accelerator, self.config
+        self.completed_steps = completed_steps
+        every = int(config.checkpointing_steps) if (config.checkpointing_steps or "").isdigit() else None
+        progress = tqdm(total=self.max_train_steps, initial=completed_steps, disable=not acc.is_local_main_process)
+        losses: list[float] = []
+        meter, update_loss, all_tokens = _Meter(), [], 0
+        t_start = time.perf_counter()
+        self.model.train()
+        for epoch in range(start_epoch, math.ceil(self.max_train_steps / updates_per_epoch)):
+            if self.completed_steps >= self.max_train_steps:
+                break
+            dataloader.set_epoch(epoch)  # the shuffle of epoch e is drawn from seed + e
+            batches = acc.skip_first_batches(dataloader, batches_in_epoch) if batches_in_epoch else dataloader
+            for batch in batches:
+                with acc.accumulate(self.model):
+                    loss = self.model(**batch).loss
+                    acc.backward(loss)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+                batches_in_epoch += 1
+                update_loss.append(loss.detach().float())
+                n_tokens = int(batch["attention_mask"].sum())
+                all_tokens += n_tokens
+                meter.micro, meter.tokens = meter.micro + 1, meter.tokens + n_tokens
+                meter.targets += int((batch["labels"] != -100).sum())
+                if not acc.sync_gradients:
+                    continue
+                self.scheduler.step()
+                self.completed_steps += 1
+                losses.append(torch.stack(update_loss).mean().item())
+                meter.loss += sum(t.item() for t in update_loss)
+                update_loss = []
+                progress.update(1)
+                progress.set_postfix(loss=f"{losses[-1]:.4f}")
+                if config.logging_steps and self.completed_steps % config.logging_steps == 0:
+                    self._log(meter)
+                    meter = _Meter()
+                if every and self.completed_steps % every == 0:
+                    self._checkpoint(f"step_{self.completed_steps}", epoch, batches_in_epoch)
+                if self.completed_steps >= self.max_train_steps:
+                    break
+            if config.checkpointing_steps == "epoch":
+                self._checkpoint(f"epoch_{epoch}", epoch + 1, 0)
+            batches_in_epoch = 0
+        progress.close()
+        elapsed = time.perf_counter() - t_start
+        tokens_per_second = all_tokens * acc.num_processes / max(elapsed, 1e-9)
+        logger.info("trained %d updates in %.1f s (%.0f tokens/s)", self.completed_steps, elapsed, tokens_per_second)
+        return losses, tokens_per_second
+
+    def _checkpoint(self, name: str, epoch: int, batches_in_epoch: int) -> None:
+        state = {"completed_steps": self.completed_steps, "epoch": epoch, "batches_in_epoch": batches_in_epoch}
+        _save_checkpoint(
+            self.accelerator, self.model, self.tokenizer, self.output_dir / name, state, self.config.use_lora
+        )
+
+    def _log(self, meter: _Meter) -> None:
+        import torch
+
+        acc = self.accelerator
+        local = torch.tensor([meter.loss, meter.micro, meter.tokens, meter.targets], dtype=torch.float64)
+        loss_sum, micro, tokens, targets = acc.reduce(local.to(acc.device), reduction="sum").tolist()
+        seconds = max(time.perf_counter() - meter.start, 1e-9)
+        lr = self.scheduler.get_last_lr()[0]
+        metrics = {
+            "train_loss": loss_sum / max(micro, 1),
+            "learning_rate": lr,
+            "tokens_per_second": tokens / seconds,
+            "target_tokens_per_second": targets / seconds,
+        }
+        logger.info(
+            "step %d/%d | loss %.4f | lr %.3g | %.0f tokens/s (%.0f targets/s)",
+            self.completed_steps,
+            self.max_train_steps,
+            metrics["train_loss"],
+            lr,
+            metrics["tokens_per_second"],
+            metrics["target_tokens_per_second"],
+        )
+        if acc.trackers:
+            acc.log(metrics, step=self.completed_steps)
