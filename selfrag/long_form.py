@@ -14,7 +14,7 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -178,17 +178,29 @@ def _assemble_original(nodes: Sequence[Node], task: str) -> tuple[str, list]:
 # --------------------------------------------------------------------------------------------------------- driver
 
 
-def prepare_items(config: LongFormConfig) -> tuple[list[dict[str, Any]], list[str], list[list[dict]]]:
-    """Load and validate every item before the model loads; return items, prompts and passages."""
+def question_of(item: Mapping[str, Any], task: str) -> str:
+    """The item's question: `input` for FactScore (its whole prompt, e.g. "Question: Tell me a bio of X."), else
+    `question`."""
+    return require_field(item, "input" if task == "factscore" else "question")
+
+
+def prepare_items(
+    config: LongFormConfig, live: bool = False
+) -> tuple[list[dict[str, Any]], list[str], list[list[dict]]]:
+    """Load and validate every item before the model loads; return items, prompts and passages.
+
+    With `live` retrieval the items need no passages of their own.
+    """
     items = load_items(config.input_file)[: config.limit]
-    needs = config.resolved_mode != "no_retrieval"
+    needs = config.resolved_mode != "no_retrieval" and not live
     prompts, ctxs = [], []
     for item in items:
+        question = question_of(item, config.task)
         if config.task == "factscore":
-            instruction = require_field(item, "input")
+            instruction = question
             docs = get_ctxs(item) if needs else []
         else:
-            instruction = TASK_INST[config.task] + "## Input:\n\n" + require_field(item, "question")
+            instruction = TASK_INST[config.task] + "## Input:\n\n" + question
             docs = _alce_docs(item) if needs else []
         if needs and not docs:
             raise DataFormatError(f"{where(item)}: no passages; retrieval needs at least one")
@@ -206,11 +218,49 @@ def _alce_docs(item: Mapping[str, Any]) -> list[dict[str, Any]]:
     return docs
 
 
+Search = Callable[[list[str], int], list[list[dict[str, Any]]]]
+
+
+class LiveRetrieval:
+    """Passages for the beam search from a retriever, queried with the question plus the answer so far.
+
+    Results are cached by query, so paths that share a prefix, and reruns within a process, search once.
+
+    Args:
+        search: `Retriever.search`-like: (queries, k) -> ranked passages for each.
+        questions: the question of each item (indexed like the run's items).
+        k: passages per query.
+    """
+
+    def __init__(self, search: Search, questions: Sequence[str], k: int):
+        self.search, self.questions, self.k = search, questions, k
+        self.cache: dict[str, list[dict[str, Any]]] = {}
+        self.queries: list[str] = []  # every query sent to the retriever, in order (for logs and tests)
+
+    def query(self, index: int, answer: str) -> str:
+        return f"{self.questions[index]} {answer}".strip()
+
+    def __call__(self, requests: list[tuple[int, str]]) -> list[list[dict[str, Any]]]:
+        queries = [self.query(i, answer) for i, answer in requests]
+        missing = list(dict.fromkeys(q for q in queries if q not in self.cache))
+        if missing:
+            self.queries.extend(missing)
+            self.cache.update(zip(missing, self.search(missing, self.k)))
+        return [self.cache[q] for q in queries]
+
+
 def run_long_form(
-    config: LongFormConfig, backend: GenerationBackend | None = None, passage_source: PassageSource | None = None
+    config: LongFormConfig, backend: GenerationBackend | None = None, search: Search | None = None
 ) -> list[dict[str, Any]]:
-    """Run the search for every item, write `config.output_file`, return the output items."""
-    items, prompts, ctxs = prepare_items(config)
+    """Run the search for every item, write `config.output_file`, return the output items.
+
+    Args:
+        search: live retrieval (`Retriever.search`); without it each item's own passages are re-used at every step.
+    """
+    items, prompts, ctxs = prepare_items(config, live=search is not None)
+    passage_source = None
+    if search is not None:
+        passage_source = LiveRetrieval(search, [question_of(item, config.task) for item in items], config.ndocs)
     run = ResumableRun(config.output_file, config.fingerprint(), len(items), config.batch_size, "long-form")
     if run.todo:
         with open_backend(config, backend) as backend:

@@ -132,7 +132,7 @@ def test_citations_reuse_numbers_and_drop_repeated_segments():
     assert assemble_answer(result, "asqa") == ("Alpha one [1]. Alpha two [1]. Beta three [2]", [A, B])
 
 
-def test_live_retrieval_queries_the_question_plus_the_answer_so_far():
+def test_live_retrieval_is_asked_with_the_answer_so_far():
     queries = []
     fresh = {"id": "f", "title": "Fresh", "text": "Fresh text."}
 
@@ -142,7 +142,7 @@ def test_live_retrieval_queries_the_question_plus_the_answer_so_far():
 
     tree = {P + format_evidence(A): seg("Alpha one.", 0.9, more=True), ctx1("Alpha one.") + format_evidence(fresh): seg("New.", 0.8, more=False)}
     [result] = beam_search(ScriptedBackend(tree), VOCAB, [P], [[B]], settings(), passage_source=source)
-    assert queries == [(0, P), (0, P + "Alpha one.")]  # reflection tokens stripped from the query
+    assert queries == [(0, ""), (0, "Alpha one.")]  # the answer so far, without reflection tokens
     assert [n.ctx["id"] for n in result.path] == ["a", "f"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,61 @@ def test_shipped_long_form_samples_end_to_end(tiny_model_dir, tmp_path, file, ta
     items = json.loads(text)["data"] if task == "asqa" else [json.loads(line) for line in text.splitlines()]
     assert len(items) == n_items
     assert all(isinstance(item["output"], str) and isinstance(item["retrieve"], bool) for item in items)
+
+
+def test_live_retrieval_queries_question_plus_answer_and_caches(tmp_path):
+    """With a retriever, items need no passages; each query is the question plus the answer so far."""
+    tok = build_tiny_tokenizer()
+    ids = dict(ReflectionVocab.from_tokenizer(tok).ids)
+
+    def reply(prompt):  # the first segment asks for more, the second finishes
+        if prompt.count("<paragraph>") == 1 and "Done." not in prompt:
+            return make_generation(["[Relevant]", "Done.", "[Retrieval]"], ids)
+        return make_generation(["[Relevant]", "More.", "[Utility:5]"], ids)
+
+    calls = []
+
+    def search(queries, k):
+        calls.append(list(queries))
+        return [[{"id": f"{q}-{j}", "title": "T", "text": f"passage {j} for {q}"} for j in range(k)] for q in queries]
+
+    bio_file = tmp_path / "bio.jsonl"
+    bio_file.write_text(json.dumps({"input": "Question: Tell me a bio of Kyoto.", "topic": "Kyoto"}) + "\n")
+    config = LongFormConfig(model_name="scripted", input_file=str(bio_file), output_file=str(tmp_path / "o.jsonl"),
+                            task="factscore", mode="always_retrieve", ndocs=2, beam_width=2, max_depth=3)
+    out = run_long_form(config, backend=ScriptedBackend(reply, tok), search=search)
+    q = "Question: Tell me a bio of Kyoto."
+    # Depth 1: the question; depth 2: both depth-1 paths wrote "Done.", so one cached query serves both.
+    assert calls == [[q], [q + " Done."]]
+    assert out[0]["output"] == "Done. More."
+
+
+def test_live_retrieval_script_end_to_end(tiny_model_dir, tmp_path):
+    pytest.importorskip("faiss")
+    from selfrag.retrieval.testing import CORPUS, build_tiny_bert, write_tsv
+
+    spec = importlib.util.spec_from_file_location("gpe", ROOT / "retrieval_lm" / "generate_passage_embeddings.py")
+    embed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(embed)
+    spec = importlib.util.spec_from_file_location("rlf", ROOT / "retrieval_lm" / "run_long_form.py")
+    live = importlib.util.module_from_spec(spec)
+    sys.modules["rlf"] = live  # its dataclass looks its module up there
+    spec.loader.exec_module(live)
+
+    encoder = str(build_tiny_bert(tmp_path / "bert"))
+    passages = [{"id": str(i), "title": f"T{i}", "text": line} for i, line in enumerate(CORPUS.splitlines())]
+    corpus = str(write_tsv(tmp_path / "psgs.tsv", passages))
+    assert embed.main(["--model_name_or_path", encoder, "--passages", corpus, "--output_dir", str(tmp_path / "emb")]) == 0
+    asqa = tmp_path / "asqa.json"
+    asqa.write_text(json.dumps([{"question": "Who wrote Hamlet?"}, {"question": "Where is Kyoto?"}]))
+    out = tmp_path / "out.json"
+    assert live.main(["--model_name", tiny_model_dir, "--backend", "hf", "--dtype", "float32", "--retriever", encoder,
+                      "--passages", corpus, "--passages_embeddings", str(tmp_path / "emb" / "*"),
+                      "--input_file", str(asqa), "--output_file", str(out), "--task", "asqa",
+                      "--mode", "always_retrieve", "--ndocs", "3", "--max_new_tokens", "4", "--max_depth", "3"]) == 0
+    data = json.loads(out.read_text())["data"]
+    texts = {p["text"] for p in passages}
+    for item in data:
+        level1 = [n for n in item["prediction_tree"] if n["depth"] == 1]
+        assert len(level1) == 3 and all(n["ctx"]["text"] in texts for n in level1)
+        assert all(d["text"] in texts for d in item["docs"])

@@ -32,7 +32,7 @@ from selfrag.scoring import Weights, score_generation
 from selfrag.tokens import CONTINUE, NO_RETRIEVAL, RETRIEVAL, ReflectionVocab, strip_reflection_tokens
 
 Passages = Sequence[Mapping[str, Any]]
-# Live retrieval: (question index, query text) pairs -> passages for each; static mode re-uses the item's ctxs.
+# Live retrieval: (question index, answer so far) pairs -> passages for each; static mode re-uses the item's ctxs.
 PassageSource = Callable[[list[tuple[int, str]]], list[Passages]]
 
 _RETRIEVE_STRINGS = re.compile(re.escape(RETRIEVAL) + "|" + re.escape(NO_RETRIEVAL))
@@ -151,8 +151,8 @@ def beam_search(
     Args:
         prompts: formatted prompts (`### Instruction:\\n...\\n\\n### Response:\\n`).
         ctxs: each question's passages (static mode: re-used at every step, `[:ndocs]`).
-        passage_source: live retrieval; called once per level with (question index, query) for each path to
-            expand, the query being the question's prompt plus the answer so far; returns passages for each.
+        passage_source: live retrieval; called once per level with (question index, answer so far) for each path
+            to expand (the answer without reflection tokens, "" at the root); returns passages for each.
     """
     params = GenParams(max_tokens=settings.max_new_tokens, watch_token_ids=vocab.all_ids)
     n = len(prompts)
@@ -179,7 +179,7 @@ def beam_search(
         expand = [(i, node) for i in beams for node in beams[i] if node.wants_retrieval]
         if not expand:
             break
-        passages = _passages(expand, ctxs, settings, passage_source)
+        passages = _passages(expand, prompts, ctxs, settings, passage_source)
         requests = [(i, node, ctx) for (i, node), docs in zip(expand, passages) for ctx in docs]
         gens = backend.generate([node.next_context + format_evidence(ctx) for _, node, ctx in requests], params)
         children: dict[int, list[Node]] = {i: [] for i in beams}
@@ -223,11 +223,11 @@ def _root_decisions(backend, vocab, prompts, settings, params) -> list[tuple[boo
     return out
 
 
-def _passages(expand, ctxs, settings, passage_source) -> list[Passages]:
+def _passages(expand, prompts, ctxs, settings, passage_source) -> list[Passages]:
     if passage_source is None:
         return [ctxs[i][: settings.ndocs] for i, _ in expand]
-    queries = [(i, strip_reflection_tokens(node.next_context)) for i, node in expand]
-    return [docs[: settings.ndocs] for docs in passage_source(queries)]
+    answers = [(i, " ".join(strip_reflection_tokens(node.next_context[len(prompts[i]) :]).split())) for i, node in expand]
+    return [docs[: settings.ndocs] for docs in passage_source(answers)]
 
 
 def _path_score(parent: Node, step: float, steps: int, settings: LongFormSettings) -> float:
