@@ -39,8 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_name", default=None)
-    parser.add_argument("--input_file", default=str(ROOT / "eval_data" / "popqa_longtail_w_gs.jsonl"),
-                        help="items with question and ctxs (or docs)")
+    parser.add_argument(
+        "--input_file",
+        default=str(ROOT / "eval_data" / "popqa_longtail_w_gs.jsonl"),
+        help="items with question and ctxs (or docs)",
+    )
     parser.add_argument("--items", type=int, default=12)
     parser.add_argument("--ndocs", type=int, default=5)
     parser.add_argument("--max_new_tokens", type=int, default=60)
@@ -57,17 +60,33 @@ def main() -> None:
         from selfrag.testing import build_tiny_model
 
         corpus = "\n".join(c["text"] for docs in ctxs for c in docs)
-        model_name = str(build_tiny_model(Path(tempfile.mkdtemp()) / "small", hidden_size=256, num_layers=4,
-                                          vocab_size=32016, logit_scale=1.0, corpus=corpus, tokenizer_vocab_size=4000))
+        model_name = str(
+            build_tiny_model(
+                Path(tempfile.mkdtemp()) / "small",
+                hidden_size=256,
+                num_layers=4,
+                vocab_size=32016,
+                logit_scale=1.0,
+                corpus=corpus,
+                tokenizer_vocab_size=4000,
+            )
+        )
         model_desc = "random Llama, hidden 256, 4 layers, vocab 32016"
     backend = HFBackend.from_pretrained(model_name, dtype="float32", max_batch_size=args.max_batch_size)
     vocab = ReflectionVocab.from_tokenizer(backend.tokenizer)
     prompts = [format_prompt(TASK_INST["asqa"] + "## Input:\n\n" + item["question"]) for item in items]
-    settings = LongFormSettings(mode="always_retrieve", ndocs=args.ndocs, beam_width=args.beam_width,
-                                max_depth=args.max_depth, max_new_tokens=args.max_new_tokens,
-                                weights=Weights(use_groundness=True, use_utility=True, use_seqscore=True))
+    settings = LongFormSettings(
+        mode="always_retrieve",
+        ndocs=args.ndocs,
+        beam_width=args.beam_width,
+        max_depth=args.max_depth,
+        max_new_tokens=args.max_new_tokens,
+        weights=Weights(use_groundness=True, use_utility=True, use_seqscore=True),
+    )
 
-    beam_search(backend, vocab, prompts[:1], ctxs[:1], LongFormSettings(mode="always_retrieve", ndocs=1, max_new_tokens=2))
+    beam_search(
+        backend, vocab, prompts[:1], ctxs[:1], LongFormSettings(mode="always_retrieve", ndocs=1, max_new_tokens=2)
+    )
     t0 = time.perf_counter()
     batched = beam_search(backend, vocab, prompts, ctxs, settings)
     t_batched = time.perf_counter() - t0
@@ -77,21 +96,35 @@ def main() -> None:
     agree = sum(assemble_answer(a, "asqa") == assemble_answer(b, "asqa") for a, b in zip(batched, single))
     depth = max(n.depth for r in batched for n in r.tree)
 
-    print(f"model: {model_desc}; {len(items)} items x {args.ndocs} passages, beam {args.beam_width}, "
-          f"max_depth {args.max_depth} (deepest level reached: {depth}), {args.max_new_tokens} tokens/segment, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"model: {model_desc}; {len(items)} items x {args.ndocs} passages, beam {args.beam_width}, "
+        f"max_depth {args.max_depth} (deepest level reached: {depth}), {args.max_new_tokens} tokens/segment, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"| {'approach':<40} | {'seconds':>8} | {'items/s':>8} |")
     print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|")
     for name, seconds in (("one question at a time", t_single), ("batched across questions", t_batched)):
         print(f"| {name:<40} | {seconds:>8.2f} | {len(items) / seconds:>8.2f} |")
     print(f"speed-up: {t_single / t_batched:.1f}x; identical answers: {agree}/{len(items)}")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps({
-        "model": model_desc, "items": len(items), "ndocs": args.ndocs, "beam_width": args.beam_width,
-        "max_depth": args.max_depth, "deepest_level": depth, "max_new_tokens": args.max_new_tokens,
-        "seconds_single": t_single, "seconds_batched": t_batched, "speedup": t_single / t_batched,
-        "identical_answers": agree,
-    }, indent=1))
+    Path(args.output).write_text(
+        json.dumps(
+            {
+                "model": model_desc,
+                "items": len(items),
+                "ndocs": args.ndocs,
+                "beam_width": args.beam_width,
+                "max_depth": args.max_depth,
+                "deepest_level": depth,
+                "max_new_tokens": args.max_new_tokens,
+                "seconds_single": t_single,
+                "seconds_batched": t_batched,
+                "speedup": t_single / t_batched,
+                "identical_answers": agree,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

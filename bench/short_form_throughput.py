@@ -57,7 +57,9 @@ def original_item(backend, vocab, prompt, ctxs, max_tokens, vocab_size):
             pos = next((t for t, tok in enumerate(gen.token_ids) if tok in ids), None)
             if pos is not None:
                 probs = [math.exp(lp[pos][vocab[t]]) for t in group]
-                score += (0.5 if group is ISUSE_TOKENS else 1.0) * sum(w * p for w, p in zip(weights, probs)) / sum(probs)
+                score += (
+                    (0.5 if group is ISUSE_TOKENS else 1.0) * sum(w * p for w, p in zip(weights, probs)) / sum(probs)
+                )
         if score > best_score:
             best, best_score = gen, score
     return postprocess_answer(best.text)
@@ -82,8 +84,17 @@ def main() -> None:
 
         # A tokenizer trained on the eval file itself gives Llama-like token counts for its passages.
         corpus = "\n".join(c["text"] for item in load_items(args.input_file) for c in get_ctxs(item))
-        model_name = str(build_tiny_model(Path(tempfile.mkdtemp()) / "small", hidden_size=256, num_layers=4,
-                                          vocab_size=32016, logit_scale=1.0, corpus=corpus, tokenizer_vocab_size=4000))
+        model_name = str(
+            build_tiny_model(
+                Path(tempfile.mkdtemp()) / "small",
+                hidden_size=256,
+                num_layers=4,
+                vocab_size=32016,
+                logit_scale=1.0,
+                corpus=corpus,
+                tokenizer_vocab_size=4000,
+            )
+        )
         model_desc = "random Llama, hidden 256, 4 layers, vocab 32016"
     else:
         model_desc = model_name
@@ -93,9 +104,13 @@ def main() -> None:
     items = load_items(args.input_file)[: args.items]
     prompts = [format_prompt(item["question"]) for item in items]
     evidences = [get_ctxs(item)[: args.ndocs] for item in items]
-    settings = ShortFormSettings(mode="adaptive_retrieval", threshold=0.0, ndocs=args.ndocs,
-                                 max_new_tokens=args.max_new_tokens,
-                                 weights=Weights(use_groundness=True, use_utility=True, use_seqscore=True))
+    settings = ShortFormSettings(
+        mode="adaptive_retrieval",
+        threshold=0.0,
+        ndocs=args.ndocs,
+        max_new_tokens=args.max_new_tokens,
+        weights=Weights(use_groundness=True, use_utility=True, use_seqscore=True),
+    )
 
     backend.generate(prompts[:1], GenParams(max_tokens=2))  # warm-up
     t0 = time.perf_counter()
@@ -106,24 +121,42 @@ def main() -> None:
     t_ours = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    original = [original_item(backend, vocab, p, c, args.max_new_tokens, vocab_size) for p, c in zip(prompts, evidences)]
+    original = [
+        original_item(backend, vocab, p, c, args.max_new_tokens, vocab_size) for p, c in zip(prompts, evidences)
+    ]
     t_orig = time.perf_counter() - t0
     agree = sum(a == b for a, b in zip(ours, original))
 
-    rows = [("original approach (1 item/call, full-vocab log-probs)", t_orig), ("this implementation (batched, 15 ids)", t_ours)]
-    n_tokens = sum(len(backend.tokenizer(p + format_evidence(c))["input_ids"]) for p, cs in zip(prompts, evidences) for c in cs)
-    print(f"model: {model_desc}; {len(items)} items x {args.ndocs} passages ({n_tokens} prompt tokens), {args.max_new_tokens} new tokens, "
-          f"{torch.get_num_threads()} threads")
+    rows = [
+        ("original approach (1 item/call, full-vocab log-probs)", t_orig),
+        ("this implementation (batched, 15 ids)", t_ours),
+    ]
+    n_tokens = sum(
+        len(backend.tokenizer(p + format_evidence(c))["input_ids"]) for p, cs in zip(prompts, evidences) for c in cs
+    )
+    print(
+        f"model: {model_desc}; {len(items)} items x {args.ndocs} passages ({n_tokens} prompt tokens), "
+        f"{args.max_new_tokens} new tokens, {torch.get_num_threads()} threads"
+    )
     print(f"| {'approach':<56} | {'seconds':>8} | {'items/s':>8} |")
     print(f"|{'-' * 58}|{'-' * 10}|{'-' * 10}|")
     for name, seconds in rows:
         print(f"| {name:<56} | {seconds:>8.2f} | {len(items) / seconds:>8.2f} |")
     print(f"speed-up: {t_orig / t_ours:.1f}x; identical predictions: {agree}/{len(items)}")
     result = {
-        "model": model_desc, "items": len(items), "ndocs": args.ndocs, "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size, "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-        "seconds_original": t_orig, "seconds_ours": t_ours, "items_per_s_original": len(items) / t_orig,
-        "items_per_s_ours": len(items) / t_ours, "speedup": t_orig / t_ours, "identical_predictions": agree,
+        "model": model_desc,
+        "items": len(items),
+        "ndocs": args.ndocs,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "seconds_original": t_orig,
+        "seconds_ours": t_ours,
+        "items_per_s_original": len(items) / t_orig,
+        "items_per_s_ours": len(items) / t_ours,
+        "speedup": t_orig / t_ours,
+        "identical_predictions": agree,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=1))

@@ -4,7 +4,8 @@ question plus the answer so far (instead of re-using fixed passages, as run_long
 The flags of run_long_form_static.py, plus the retriever's (as passage_retrieval.py). Items need no passages:
 
     python retrieval_lm/run_long_form.py --model_name selfrag/selfrag_llama2_7b \
-        --retriever facebook/contriever-msmarco --passages psgs_w100.tsv --passages_embeddings "wikipedia_embeddings/*" \
+        --retriever facebook/contriever-msmarco --passages psgs_w100.tsv \
+        --passages_embeddings "wikipedia_embeddings/*" \
         --ndocs 5 --max_new_tokens 300 --threshold 0.2 --use_grounding --use_utility --use_seqscore \
         --task factscore --input_file eval_data/factscore_unlabeled_alpaca_13b_retrieval.jsonl \
         --output_file results/factscore_live.jsonl --max_depth 7
@@ -26,13 +27,15 @@ from selfrag.long_form import LongFormConfig, run_long_form  # noqa: E402
 
 @dataclass
 class LiveLongFormConfig(LongFormConfig):
-    retriever: str = flag("Query encoder (the one that embedded the passages), e.g. facebook/contriever-msmarco.",
-                          default="")
+    retriever: str = flag(
+        "Query encoder (the one that embedded the passages), e.g. facebook/contriever-msmarco.", default=""
+    )
     passages: str = flag("Passage file: DPR TSV (id, text, title) or JSONL.", default="")
     passages_embeddings: str | None = flag('Glob of embedding shards, quoted: "wikipedia_embeddings/*".', default=None)
     index_dir: str | None = flag("Folder of a saved index (default: the shards' folder).", default=None)
-    index_factory: str | None = flag("FAISS factory string of the index to build if none is saved (default Flat).",
-                                     default=None)
+    index_factory: str | None = flag(
+        "FAISS factory string of the index to build if none is saved (default Flat).", default=None
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -45,8 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(LiveLongFormConfig, argv, description=__doc__.splitlines()[0])
     from selfrag.retrieval import Retriever
 
-    retriever = Retriever.from_paths(config.retriever, config.passages, index_dir=config.index_dir,
-                                     passages_embeddings=config.passages_embeddings, index_factory=config.index_factory)
+    retriever = Retriever.from_paths(
+        config.retriever,
+        config.passages,
+        index_dir=config.index_dir,
+        passages_embeddings=config.passages_embeddings,
+        index_factory=config.index_factory,
+    )
     run_long_form(config, search=retriever.search)
     return 0
 

@@ -29,14 +29,24 @@ from selfrag.eval_data import TASK_FORMATS, prepare_eval_file  # noqa: E402
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input_file", required=True, help="Downloaded eval file (JSON Lines, or a .json list).")
-    parser.add_argument("--dataset", choices=sorted(TASK_FORMATS), default=None,
-                        help="Expected format (default: detected from the original file name).")
-    parser.add_argument("--output_file", default=None,
-                        help="Write the converted items here (.json: a JSON list, else JSON Lines); without it, only "
-                             "check. Not written while problems remain.")
-    parser.add_argument("--drop_invalid", action="store_true",
-                        help="Exclude items that still have problems after conversion (e.g. PubHealth 'mixture' "
-                             "labels); they are counted in the report.")
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(TASK_FORMATS),
+        default=None,
+        help="Expected format (default: detected from the original file name).",
+    )
+    parser.add_argument(
+        "--output_file",
+        default=None,
+        help="Write the converted items here (.json: a JSON list, else JSON Lines); without it, only "
+        "check. Not written while problems remain.",
+    )
+    parser.add_argument(
+        "--drop_invalid",
+        action="store_true",
+        help="Exclude items that still have problems after conversion (e.g. PubHealth 'mixture' "
+        "labels); they are counted in the report.",
+    )
     parser.add_argument("--report_file", default=None, help="Also write the report as JSON here.")
     return parser
 

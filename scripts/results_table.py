@@ -27,8 +27,12 @@ from selfrag.results_table import collect, plot_sweep, sweep_curves, sweep_markd
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", help="result files or directories for the table")
-    parser.add_argument("--metric", choices=METRICS, default=None,
-                        help="report this entry of each file's 'metrics' (default: the run's metric_mean)")
+    parser.add_argument(
+        "--metric",
+        choices=METRICS,
+        default=None,
+        help="report this entry of each file's 'metrics' (default: the run's metric_mean)",
+    )
     parser.add_argument("--output", default=None, help="also write the table (and sweep) markdown to this file")
     parser.add_argument("--sweep", nargs="+", default=[], help="adaptive Self-RAG results at several thresholds")
     parser.add_argument("--plot", default=None, help="save Fig. 3c (accuracy, retrieval vs threshold) here")
@@ -56,8 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             saved = plot_sweep(curves, args.plot)
         except ImportError:
-            print(f"matplotlib is not installed, so {args.plot} was not drawn (pip install matplotlib); "
-                  "the sweep is printed above", file=sys.stderr)
+            print(
+                f"matplotlib is not installed, so {args.plot} was not drawn (pip install matplotlib); "
+                "the sweep is printed above",
+                file=sys.stderr,
+            )
         else:
             print(f"saved {saved}", file=sys.stderr)
     return 0

@@ -55,9 +55,17 @@ QUERY_KEYS = ("instruction", "question", "input")  # input: FactScore's prompts
 # `--prompt_name` template (`### Instruction: ...`) as the message; `--compat original` or an explicit
 # `--prompt_name` does that.
 CHAT_PROMPTS = {"chat_user": "{instruction}", "chat_user_retrieval": "{paragraph}\n{instruction}"}
-PROMPTS = {name: PROMPT_DICT[name] for name in (
-    "prompt_no_input", "prompt_no_input_retrieval", "prompt_open_instruct", "prompt_open_instruct_retrieval",
-    "llama_chat_prompt", "llama_chat_prompt_retrieval")} | CHAT_PROMPTS
+PROMPTS = {
+    name: PROMPT_DICT[name]
+    for name in (
+        "prompt_no_input",
+        "prompt_no_input_retrieval",
+        "prompt_open_instruct",
+        "prompt_open_instruct_retrieval",
+        "llama_chat_prompt",
+        "llama_chat_prompt_retrieval",
+    )
+} | CHAT_PROMPTS
 
 
 @dataclass
@@ -71,54 +79,67 @@ class BaselineConfig:
     model_name: str = flag("HF hub id, local path, or API model name.", default="meta-llama/Llama-2-7b-chat-hf")
     backend: Literal["auto", "vllm", "hf", "openai"] = flag(
         "auto: openai for API model names (gpt-*, text-davinci-*) or with --base_url, else vllm with a CUDA GPU, "
-        "else HF transformers.", default="auto")
+        "else HF transformers.",
+        default="auto",
+    )
     dtype: str | None = flag("Model dtype (vllm / hf); default: the model's (auto).", default=None)
     world_size: int = flag("vllm tensor_parallel_size.", default=1)
     download_dir: str = flag("vllm download directory.", default=".cache")
     max_model_len: int | None = flag("vllm max_model_len (default: the model's).", default=None)
     max_batch_size: int = flag("hf backend: sequences per forward pass.", default=64)
     # OpenAI-compatible APIs
-    base_url: str | None = flag("API root of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.",
-                                 default=None)
+    base_url: str | None = flag("API root of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.", default=None)
     api_key: str | None = flag("The API key, or a file holding it; default: OPENAI_API_KEY.", default=None)
     openai_api: Literal["auto", "chat", "completions"] = flag(
-        "chat or completions endpoint; auto: completions for *davinci* / *instruct* models, else chat.",
-        default="auto")
+        "chat or completions endpoint; auto: completions for *davinci* / *instruct* models, else chat.", default="auto"
+    )
     concurrency: int = flag("API requests in flight at once.", default=8)
     max_retries: int = flag("API retries after a 429 / 5xx / timeout, with exponential backoff.", default=6)
     retry_base_delay: float = flag("Seconds before the first API retry (doubles each retry).", default=1.0)
     request_timeout: float = flag("Seconds before an API request is abandoned and retried.", default=60.0)
     # Data
     input_file: str = flag("json / jsonl eval file.", default="")
-    result_fp: str = flag("Result JSON; <result_fp>.partial.jsonl holds progress for resuming.", default="",
-                           metadata={"aliases": ["--output_file"]})
-    retrieval_file: str | None = flag("File whose items' ctxs are the passages (matched by id, else position).",
-                                       default=None)
+    result_fp: str = flag(
+        "Result JSON; <result_fp>.partial.jsonl holds progress for resuming.",
+        default="",
+        metadata={"aliases": ["--output_file"]},
+    )
+    retrieval_file: str | None = flag(
+        "File whose items' ctxs are the passages (matched by id, else position).", default=None
+    )
     task: str | None = flag("fever (PubHealth), arc_c, asqa, factscore, or none (PopQA, TriviaQA).", default=None)
     limit: int | None = flag("Only the first N items.", default=None)
     # Prompting
-    mode: Literal["vanilla", "retrieval"] = flag("retrieval: put the top_n passages into the prompt.",
-                                                  default="vanilla")
+    mode: Literal["vanilla", "retrieval"] = flag(
+        "retrieval: put the top_n passages into the prompt.", default="vanilla"
+    )
     top_n: int = flag("Passages per question in retrieval mode.", default=1)
     prompt_name: str | None = flag(
         f"One of {sorted(PROMPTS)}; default: prompt_no_input (vanilla) / prompt_no_input_retrieval (retrieval), "
-        "chat_user(_retrieval) for chat APIs.", default=None)
+        "chat_user(_retrieval) for chat APIs.",
+        default=None,
+    )
     instruction: str | None = flag("Prefix: '<instruction>\\n\\n### Input:\\n<question>'.", default=None)
-    choices: str | None = flag("Space-separated answer options; the last one found in the output is the answer.",
-                                default=None)
+    choices: str | None = flag(
+        "Space-separated answer options; the last one found in the output is the answer.", default=None
+    )
     # Decoding
     max_new_tokens: int = flag("Tokens to generate.", default=15)
-    temperature: float | None = flag("Default 0 (greedy); --compat original: 0.8 (local models), 1 (chat APIs).",
-                                      default=None)
+    temperature: float | None = flag(
+        "Default 0 (greedy); --compat original: 0.8 (local models), 1 (chat APIs).", default=None
+    )
     top_p: float | None = flag("Default 1.0; --compat original: 0.95 for local models.", default=None)
     batch_size: int = flag("Items per backend call and per checkpoint write.", default=5)
     compat: Literal["none", "original"] = flag(
-        "original: the original's sampling, prompts and postprocessing (docs/baselines.md).", default="none")
+        "original: the original's sampling, prompts and postprocessing (docs/baselines.md).", default="none"
+    )
     seed: int = flag("Random seed.", default=633)
     # Evaluation
     metric: Literal["match", "accuracy", "exact_match", "em", "f1", "none"] | None = flag(
         "Per-item metric reported as metric_results; em = exact_match. Default: match when the items have gold "
-        "answers, none when they have none (asqa, factscore).", default=None)
+        "answers, none when they have none (asqa, factscore).",
+        default=None,
+    )
     # Accepted for compatibility with the original command lines; they have no effect.
     device: str = flag("Unused (original flag).", default="cuda")
     int8bit: bool = flag("Unused (original flag).", default=False)
@@ -167,9 +188,12 @@ class BaselineConfig:
             raise ConfigError(f"unknown --prompt_name {self.prompt_name!r}; choose one of {sorted(PROMPTS)}")
         has_paragraph = "{paragraph}" in PROMPTS[self.prompt_name]
         if has_paragraph != (self.mode == "retrieval"):
-            problem = (f"--prompt_name {self.prompt_name} has no {{paragraph}}: the passages of --mode retrieval "
-                       "would be dropped" if not has_paragraph else
-                       f"--prompt_name {self.prompt_name} needs passages ({{paragraph}}); add --mode retrieval")
+            problem = (
+                f"--prompt_name {self.prompt_name} has no {{paragraph}}: the passages of --mode retrieval "
+                "would be dropped"
+                if not has_paragraph
+                else f"--prompt_name {self.prompt_name} needs passages ({{paragraph}}); add --mode retrieval"
+            )
             if self.compat != "original":
                 raise ConfigError(problem)
             logger.warning("%s (kept: --compat original)", problem)
@@ -190,8 +214,22 @@ class BaselineConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that shape per-item outputs; a resumed run must match them."""
-        keep = ("model_name", "input_file", "retrieval_file", "task", "limit", "mode", "top_n", "prompt_name",
-                "instruction", "max_new_tokens", "temperature", "top_p", "compat", "seed")
+        keep = (
+            "model_name",
+            "input_file",
+            "retrieval_file",
+            "task",
+            "limit",
+            "mode",
+            "top_n",
+            "prompt_name",
+            "instruction",
+            "max_new_tokens",
+            "temperature",
+            "top_p",
+            "compat",
+            "seed",
+        )
         api = f"openai-{self.openai_api}" if self.backend == "openai" else "local"
         return {"api": api, **{k: getattr(self, k) for k in keep}}
 
@@ -405,14 +443,24 @@ def load_baseline_backend(config: BaselineConfig) -> GenerationBackend:
         from selfrag.backends.openai_chat import OpenAIBackend, resolve_api_key
 
         return OpenAIBackend(
-            config.model_name, api=config.openai_api,  # type: ignore[arg-type]
-            base_url=config.base_url, api_key=resolve_api_key(config.api_key, config.base_url),
-            concurrency=config.concurrency, max_retries=config.max_retries,
-            retry_base_delay=config.retry_base_delay, timeout=config.request_timeout,
+            config.model_name,
+            api=config.openai_api,  # type: ignore[arg-type]
+            base_url=config.base_url,
+            api_key=resolve_api_key(config.api_key, config.base_url),
+            concurrency=config.concurrency,
+            max_retries=config.max_retries,
+            retry_base_delay=config.retry_base_delay,
+            timeout=config.request_timeout,
         )
-    return load_backend(config.backend, config.model_name, dtype=config.dtype or "auto", world_size=config.world_size,
-                        download_dir=config.download_dir, max_batch_size=config.max_batch_size,
-                        max_model_len=config.max_model_len)
+    return load_backend(
+        config.backend,
+        config.model_name,
+        dtype=config.dtype or "auto",
+        world_size=config.world_size,
+        download_dir=config.download_dir,
+        max_batch_size=config.max_batch_size,
+        max_model_len=config.max_model_len,
+    )
 
 
 def run_baseline(config: BaselineConfig, backend: GenerationBackend | None = None) -> dict[str, Any]:
@@ -430,12 +478,18 @@ def run_baseline(config: BaselineConfig, backend: GenerationBackend | None = Non
         if owned:
             logger.info("loading %s with the %s backend", config.model_name, config.backend)
             backend = load_baseline_backend(config)
-        params = GenParams(max_tokens=config.max_new_tokens, temperature=float(config.temperature),
-                           top_p=float(config.top_p), seed=config.seed)
+        params = GenParams(
+            max_tokens=config.max_new_tokens,
+            temperature=float(config.temperature),
+            top_p=float(config.top_p),
+            seed=config.seed,
+        )
         try:
             for batch in run.batches():
                 generations = backend.generate([prepared.prompts[i] for i in batch], params)
-                run.save([{"index": i, "prompt": prepared.prompts[i], "raw": g.text} for i, g in zip(batch, generations)])
+                run.save(
+                    [{"index": i, "prompt": prepared.prompts[i], "raw": g.text} for i, g in zip(batch, generations)]
+                )
         finally:
             if owned:
                 backend.close()

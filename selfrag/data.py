@@ -30,7 +30,9 @@ def load_items(path: str | os.PathLike) -> list[dict[str, Any]]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
-            raise DataFormatError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); a .json file must hold a list") from err
+            raise DataFormatError(
+                f"{path}:{err.lineno}: not valid JSON ({err.msg}); a .json file must hold a list"
+            ) from err
         if isinstance(data, Mapping) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
@@ -78,8 +80,8 @@ def get_ctxs(item: Mapping[str, Any]) -> list[dict[str, Any]]:
     key = "ctxs" if "ctxs" in item else "top_contexts" if "top_contexts" in item else None
     if key is None:
         raise DataFormatError(
-            f"{where(item)}: missing field 'ctxs' (retrieved passages); add them with retrieval_lm/passage_retrieval.py "
-            "or run with --mode no_retrieval"
+            f"{where(item)}: missing field 'ctxs' (retrieved passages); add them with "
+            "retrieval_lm/passage_retrieval.py or run with --mode no_retrieval"
         )
     ctxs = item[key]
     if not isinstance(ctxs, list):
@@ -128,11 +130,13 @@ class JsonlCheckpoint:
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except json.JSONDecodeError as err:
                 if lineno >= len(lines) - 1:  # the torn last line of a crashed write
                     logger.warning("%s: dropping an incomplete last line; that item will be redone", self.path)
                     continue
-                raise DataFormatError(f"{self.path}:{lineno}: corrupt checkpoint line; delete the file to restart")
+                raise DataFormatError(
+                    f"{self.path}:{lineno}: corrupt checkpoint line; delete the file to restart"
+                ) from err
             if lineno == 1:
                 if record.get("fingerprint") != self.fingerprint:
                     raise ConfigError(
@@ -169,12 +173,12 @@ class JsonlCheckpoint:
 class ResumableRun:
     """Items processed in batches, each batch's records saved before the next starts (`JsonlCheckpoint`).
 
-        run = ResumableRun(output_file, fingerprint, n_items, batch_size, desc="short-form")
-        if run.todo:                       # load the model only when something is left to do
-            for batch in run.batches():    # lists of item indices, with a progress bar
-                run.save([{"index": i, ...} for i in batch])
-        records = run.records()            # one record per item, in item order
-        run.finish()                       # after the final output is written: drop the checkpoint
+    run = ResumableRun(output_file, fingerprint, n_items, batch_size, desc="short-form")
+    if run.todo:                       # load the model only when something is left to do
+        for batch in run.batches():    # lists of item indices, with a progress bar
+            run.save([{"index": i, ...} for i in batch])
+    records = run.records()            # one record per item, in item order
+    run.finish()                       # after the final output is written: drop the checkpoint
     """
 
     def __init__(self, output_file: str, fingerprint: Mapping[str, Any], n_items: int, batch_size: int, desc: str):

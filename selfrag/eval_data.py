@@ -62,18 +62,55 @@ class DatasetFormat:
 TASK_FORMATS: dict[str, DatasetFormat] = {
     fmt.name: fmt
     for fmt in (
-        DatasetFormat("popqa", ("popqa_longtail_w_gs.jsonl",), "question", "aliases", "ctxs",
-                      run="retrieval_lm/run_short_form.py, no --task"),
-        DatasetFormat("triviaqa", ("triviaqa_test_w_gs.jsonl", "triviaqa_test.jsonl"), "question", "aliases", "ctxs",
-                      run="retrieval_lm/run_short_form.py, no --task"),
-        DatasetFormat("pubhealth", ("health_claims_processed.jsonl",), "question", "true_false", "ctxs",
-                      run="retrieval_lm/run_short_form.py --task fever"),
-        DatasetFormat("arc_c", ("arc_challenge_processed.jsonl",), "question", "answer_key", "ctxs",
-                      run="retrieval_lm/run_short_form.py --task arc_c"),
-        DatasetFormat("asqa", ("asqa_eval_gtr_top100.json",), "question", "alce", "docs",
-                      run="retrieval_lm/run_long_form_static.py --task asqa (a JSON list, ALCE's format)"),
-        DatasetFormat("factscore", ("factscore_unlabeled_alpaca_13b_retrieval.jsonl",), "input", None, "ctxs",
-                      required_strings=("topic",), run="retrieval_lm/run_long_form_static.py --task factscore"),
+        DatasetFormat(
+            "popqa",
+            ("popqa_longtail_w_gs.jsonl",),
+            "question",
+            "aliases",
+            "ctxs",
+            run="retrieval_lm/run_short_form.py, no --task",
+        ),
+        DatasetFormat(
+            "triviaqa",
+            ("triviaqa_test_w_gs.jsonl", "triviaqa_test.jsonl"),
+            "question",
+            "aliases",
+            "ctxs",
+            run="retrieval_lm/run_short_form.py, no --task",
+        ),
+        DatasetFormat(
+            "pubhealth",
+            ("health_claims_processed.jsonl",),
+            "question",
+            "true_false",
+            "ctxs",
+            run="retrieval_lm/run_short_form.py --task fever",
+        ),
+        DatasetFormat(
+            "arc_c",
+            ("arc_challenge_processed.jsonl",),
+            "question",
+            "answer_key",
+            "ctxs",
+            run="retrieval_lm/run_short_form.py --task arc_c",
+        ),
+        DatasetFormat(
+            "asqa",
+            ("asqa_eval_gtr_top100.json",),
+            "question",
+            "alce",
+            "docs",
+            run="retrieval_lm/run_long_form_static.py --task asqa (a JSON list, ALCE's format)",
+        ),
+        DatasetFormat(
+            "factscore",
+            ("factscore_unlabeled_alpaca_13b_retrieval.jsonl",),
+            "input",
+            None,
+            "ctxs",
+            required_strings=("topic",),
+            run="retrieval_lm/run_long_form_static.py --task factscore",
+        ),
     )
 }
 
@@ -164,14 +201,24 @@ class CheckReport:
         """Log the report: counts and checksum at INFO, problems at ERROR, dropped items at WARNING."""
         source = f" from {self.input_file} (sha256 {self.sha256})" if self.input_file else ""
         log.info("%s: items: %d%s", self.dataset, self.n_items, source)
-        log.info("passages per item: min %d, median %g, max %d; items with passages: %d; passages lacking "
-                 "id/score (web passages): %d of %d", self.ctxs_min, self.ctxs_median, self.ctxs_max, self.n_with_ctxs,
-                 self.n_passages_without_id_or_score, self.n_passages)
+        log.info(
+            "passages per item: min %d, median %g, max %d; items with passages: %d; passages lacking "
+            "id/score (web passages): %d of %d",
+            self.ctxs_min,
+            self.ctxs_median,
+            self.ctxs_max,
+            self.n_with_ctxs,
+            self.n_passages_without_id_or_score,
+            self.n_passages,
+        )
         if self.label_counts:
             log.info("labels: %s", self.label_counts)
         if self.n_dropped:
-            log.warning("items dropped (--drop_invalid): %d; their problems:%s", self.n_dropped,
-                        _listing(self.dropped, self.n_dropped))
+            log.warning(
+                "items dropped (--drop_invalid): %d; their problems:%s",
+                self.n_dropped,
+                _listing(self.dropped, self.n_dropped),
+            )
         if self.output_file:
             log.info("wrote %s (sha256 %s)", self.output_file, self.output_sha256)
         if self.ok:
@@ -215,8 +262,10 @@ def _check_true_false(item: Mapping[str, Any]) -> list[str]:
     if isinstance(answers, list) and answers and all(a in ("true", "false") for a in answers):
         return []
     hint = _alternative_hint(item, "answers", ("answer", "label"))
-    return [f"field 'answers' must be [\"true\"] or [\"false\"], lowercase, since the match metric is "
-            f"case-sensitive; {_describe(item, 'answers')}{hint}"]
+    return [
+        f'field \'answers\' must be ["true"] or ["false"], lowercase, since the match metric is '
+        f"case-sensitive; {_describe(item, 'answers')}{hint}"
+    ]
 
 
 def _check_answer_key(item: Mapping[str, Any]) -> list[str]:
@@ -278,8 +327,9 @@ def _check_passages(item: Mapping[str, Any], fmt: DatasetFormat) -> list[str]:
         if key == "ctxs":  # ALCE's docs keep their numeric scores
             for name in ("id", "score"):
                 if name in ctx and not isinstance(ctx[name], str):
-                    faults.setdefault(f"non-string '{name}' (the original files store strings; "
-                                      f"{CONVERT_HINT})", []).append(k)
+                    faults.setdefault(
+                        f"non-string '{name}' (the original files store strings; {CONVERT_HINT})", []
+                    ).append(k)
     return [f"{key}{indices}: {fault}" for fault, indices in faults.items()]
 
 
@@ -369,8 +419,9 @@ def answer_to_answers(item: dict[str, Any], fmt: DatasetFormat) -> dict[str, Any
     if "answers" not in item and "answer" in item:
         answer = item.pop("answer")
         if not isinstance(answer, (str, list)):
-            raise DataFormatError(f"{where(item)}: field 'answer' must be a string or a list of strings; "
-                                  f"found {type(answer).__name__}")
+            raise DataFormatError(
+                f"{where(item)}: field 'answer' must be a string or a list of strings; found {type(answer).__name__}"
+            )
         item["answers"] = [answer] if isinstance(answer, str) else answer
     return item
 
@@ -384,11 +435,13 @@ def popqa_raw(item: dict[str, Any], fmt: DatasetFormat) -> dict[str, Any]:
         try:
             answers = json.loads(raw) if isinstance(raw, str) else raw
         except json.JSONDecodeError as err:
-            raise DataFormatError(f"{where(item)}: 'possible_answers' is not a JSON-encoded list ({err.msg}): "
-                                  f"{raw[:80]!r}") from err
+            raise DataFormatError(
+                f"{where(item)}: 'possible_answers' is not a JSON-encoded list ({err.msg}): {raw[:80]!r}"
+            ) from err
         if not _is_strings(answers):
-            raise DataFormatError(f"{where(item)}: 'possible_answers' must encode a non-empty list of strings; "
-                                  f"found {raw!r:.80}")
+            raise DataFormatError(
+                f"{where(item)}: 'possible_answers' must encode a non-empty list of strings; found {raw!r:.80}"
+            )
         item["answers"] = answers
     if "pop" not in item and "s_pop" in item:
         item["pop"] = item.pop("s_pop")
@@ -445,8 +498,9 @@ def arc_raw(item: dict[str, Any], fmt: DatasetFormat) -> dict[str, Any]:
     question = item.get("question")
     if isinstance(question, Mapping) and "stem" in question and "choices" not in item:
         choices = question.get("choices")
-        if not isinstance(choices, list) or not all(isinstance(c, Mapping) and {"text", "label"} <= c.keys()
-                                                    for c in choices):
+        if not isinstance(choices, list) or not all(
+            isinstance(c, Mapping) and {"text", "label"} <= c.keys() for c in choices
+        ):
             raise DataFormatError(f"{where(item)}: 'question.choices' must be a list of {{text, label}} objects")
         extra = {k: v for k, v in question.items() if k not in ("stem", "choices")}
         item["question"] = question["stem"]
@@ -457,8 +511,10 @@ def arc_raw(item: dict[str, Any], fmt: DatasetFormat) -> dict[str, Any]:
         item["answerKey"] = str(item["answerKey"])
     choices = item.get("choices")
     if isinstance(choices, Mapping) and isinstance(choices.get("label"), list):
-        item["choices"] = {**choices, "label": [str(label) if isinstance(label, int) else label
-                                               for label in choices["label"]]}
+        item["choices"] = {
+            **choices,
+            "label": [str(label) if isinstance(label, int) else label for label in choices["label"]],
+        }
     return item
 
 
@@ -471,8 +527,10 @@ def passage_strings(item: dict[str, Any], fmt: DatasetFormat) -> dict[str, Any]:
     converted = []
     for ctx in passages:
         if isinstance(ctx, Mapping):
-            ctx = {k: str(v) if k in ("id", "score") and isinstance(v, (int, float)) and not isinstance(v, bool) else v
-                   for k, v in ctx.items()}
+            ctx = {
+                k: str(v) if k in ("id", "score") and isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                for k, v in ctx.items()
+            }
         converted.append(ctx)
     item[fmt.passages] = converted
     return item
@@ -544,8 +602,9 @@ def convert_items(
         kept_problems.append(problems)
     n_dropped = len(items) - len(kept)
     if not kept:
-        raise DataFormatError(f"all {len(items)} items have problems, so nothing is left to write; "
-                              f"the first: {dropped[0]}")
+        raise DataFormatError(
+            f"all {len(items)} items have problems, so nothing is left to write; the first: {dropped[0]}"
+        )
     report = build_report(kept, kept_problems, dataset)
     return kept, dataclasses.replace(report, n_dropped=n_dropped, dropped=dropped[:MAX_LISTED])
 
@@ -589,8 +648,9 @@ def prepare_eval_file(
     dataset = dataset or detect_dataset(input_file)
     dataset_format(dataset)
     if output_file is not None and Path(output_file).resolve() == Path(input_file).resolve():
-        raise ConfigError(f"--output_file {output_file} is the input file; write to another path so the download "
-                          "stays as it was")
+        raise ConfigError(
+            f"--output_file {output_file} is the input file; write to another path so the download stays as it was"
+        )
     items = load_items(input_file)
     sha256 = file_sha256(input_file)
     if output_file is None:
@@ -603,8 +663,12 @@ def prepare_eval_file(
             write_items(output_file, converted)
             report = dataclasses.replace(report, output_file=str(output_file), output_sha256=file_sha256(output_file))
         else:
-            logger.error("not writing %s: %d problems remain; fix them in the input, or pass --drop_invalid to "
-                         "exclude those items", output_file, report.n_problems)
+            logger.error(
+                "not writing %s: %d problems remain; fix them in the input, or pass --drop_invalid to "
+                "exclude those items",
+                output_file,
+                report.n_problems,
+            )
     report = dataclasses.replace(report, input_file=str(input_file), sha256=sha256)
     report.log()
     return report

@@ -43,8 +43,9 @@ class LongFormConfig(ModelConfig):
     """Flags of `run_long_form_static.py`: the original's names and defaults, plus `--backend`, `--batch_size`,
     `--compat`. `--w_rel / --w_sup / --w_use` and `--use_seqscore` take effect (the original ignored them)."""
 
-    input_file: str = flag("ASQA / ELI5: ALCE json list with question and docs; FactScore: jsonl with input and ctxs.",
-                            default="")
+    input_file: str = flag(
+        "ASQA / ELI5: ALCE json list with question and docs; FactScore: jsonl with input and ctxs.", default=""
+    )
     output_file: str = flag("Result file; <output_file>.partial.jsonl holds progress for resuming.", default="")
     task: Literal["asqa", "eli5", "factscore"] = flag("Long-form task.", default="asqa")
     ndocs: int = flag("Passages tried at each retrieval (docs[:ndocs] / ctxs[:ndocs]).", default=10)
@@ -80,7 +81,9 @@ class LongFormConfig(ModelConfig):
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"--threshold must lie in [0, 1] (a probability); got {self.threshold}")
         if self.max_depth < 2:
-            raise ConfigError(f"--max_depth counts the root, so it must be at least 2 (one segment); got {self.max_depth}")
+            raise ConfigError(
+                f"--max_depth counts the root, so it must be at least 2 (one segment); got {self.max_depth}"
+            )
         for name in ("ndocs", "max_new_tokens", "beam_width", "batch_size", "max_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1; got {getattr(self, name)}")
@@ -90,16 +93,39 @@ class LongFormConfig(ModelConfig):
         return "adaptive_retrieval" if self.mode == "default" else self.mode
 
     def settings(self) -> LongFormSettings:
-        weights = Weights(w_rel=self.w_rel, w_sup=self.w_sup, w_use=self.w_use, use_groundness=self.use_grounding,
-                          use_utility=self.use_utility, use_seqscore=self.use_seqscore)
-        return LongFormSettings(mode=self.resolved_mode, threshold=self.threshold, ndocs=self.ndocs,  # type: ignore[arg-type]
-                                beam_width=self.beam_width, max_depth=self.max_depth,
-                                max_new_tokens=self.max_new_tokens, weights=weights, ignore_cont=self.ignore_cont,
-                                compat=self.compat)
+        weights = Weights(
+            w_rel=self.w_rel,
+            w_sup=self.w_sup,
+            w_use=self.w_use,
+            use_groundness=self.use_grounding,
+            use_utility=self.use_utility,
+            use_seqscore=self.use_seqscore,
+        )
+        return LongFormSettings(
+            mode=self.resolved_mode,
+            threshold=self.threshold,
+            ndocs=self.ndocs,  # type: ignore[arg-type]
+            beam_width=self.beam_width,
+            max_depth=self.max_depth,
+            max_new_tokens=self.max_new_tokens,
+            weights=weights,
+            ignore_cont=self.ignore_cont,
+            compat=self.compat,
+        )
 
     def fingerprint(self) -> dict[str, Any]:
-        skip = {"backend", "dtype", "world_size", "download_dir", "max_model_len", "output_file", "batch_size",
-                "max_batch_size", "seed", "device"}
+        skip = {
+            "backend",
+            "dtype",
+            "world_size",
+            "download_dir",
+            "max_model_len",
+            "output_file",
+            "batch_size",
+            "max_batch_size",
+            "seed",
+            "device",
+        }
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip} | {"mode": self.resolved_mode}
 
 
@@ -267,8 +293,14 @@ def run_long_form(
             vocab = ReflectionVocab.from_tokenizer(backend.tokenizer, source=config.model_name)
             settings = config.settings()
             for batch in run.batches():
-                results = beam_search(backend, vocab, [prompts[i] for i in batch], [ctxs[i] for i in batch], settings,
-                                      _for_batch(passage_source, batch))
+                results = beam_search(
+                    backend,
+                    vocab,
+                    [prompts[i] for i in batch],
+                    [ctxs[i] for i in batch],
+                    settings,
+                    _for_batch(passage_source, batch),
+                )
                 run.save([_record(i, result, config) for i, result in zip(batch, results)])
 
     records = run.records()
@@ -282,7 +314,9 @@ def run_long_form(
     write_json_atomic(config.output_file + ".config.json", dataclasses.asdict(config))
     run.finish()
     retrieved = sum(record["retrieve"] for record in records)
-    logger.info("wrote %d items to %s; retrieval frequency %.3f", len(items), config.output_file, retrieved / len(items))
+    logger.info(
+        "wrote %d items to %s; retrieval frequency %.3f", len(items), config.output_file, retrieved / len(items)
+    )
     return outputs
 
 
@@ -295,8 +329,13 @@ def _for_batch(source: PassageSource | None, batch: list[int]) -> PassageSource 
 
 def _record(index: int, result: BeamResult, config: LongFormConfig) -> dict[str, Any]:
     output, docs = assemble_answer(result, config.task, config.ignore_cont, config.compat)
-    return {"index": index, "output": output, "docs": docs, **result.to_dict(),
-            "intermediate": [n.pred for n in result.path]}
+    return {
+        "index": index,
+        "output": output,
+        "docs": docs,
+        **result.to_dict(),
+        "intermediate": [n.pred for n in result.path],
+    }
 
 
 def _output_item(task: str, item: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:

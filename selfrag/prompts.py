@@ -27,8 +27,7 @@ PROMPT_DICT = {
 
 TASK_INST = {
     "wow": (
-        "Given a chat history separated by new lines, generates an informative, knowledgeable and engaging "
-        "response. "
+        "Given a chat history separated by new lines, generates an informative, knowledgeable and engaging response. "
     ),
     "fever": "Is the following statement correct or not? Say true if it's correct; otherwise say false.",
     "eli5": "Provide a paragraph-length response using simple words to answer the following question.",

@@ -44,10 +44,20 @@ from selfrag.errors import ConfigError, DataFormatError
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("PopQA", "TQA", "Pub", "ARC")
-TASK_NAMES = {"popqa": "PopQA", "tqa": "TQA", "triviaqa": "TQA", "pub": "Pub", "pubhealth": "Pub", "arc": "ARC",
-              "arc_c": "ARC"}
-GROUPS = (("no_retrieval", "Baselines without retrieval"), ("retrieval", "Baselines with retrieval"),
-          ("selfrag", "Self-RAG"))
+TASK_NAMES = {
+    "popqa": "PopQA",
+    "tqa": "TQA",
+    "triviaqa": "TQA",
+    "pub": "Pub",
+    "pubhealth": "Pub",
+    "arc": "ARC",
+    "arc_c": "ARC",
+}
+GROUPS = (
+    ("no_retrieval", "Baselines without retrieval"),
+    ("retrieval", "Baselines with retrieval"),
+    ("selfrag", "Self-RAG"),
+)
 # Paper names of the models of Table 2, matched against the model path's last component (lowercase).
 MODEL_NAMES = (
     (re.compile(r"^selfrag_llama2_(\d+)b$"), "Self-RAG {0}B"),
@@ -154,13 +164,23 @@ def load_result(path: str | Path, metric: str | None = None) -> ResultEntry | No
     mode = config.get("mode")
     if named:
         system, column = named.group("system"), TASK_NAMES[named.group("task").lower()]
-        group = ("selfrag" if is_selfrag or "self-rag" in system.lower() else
-                 "retrieval" if mode == "retrieval" or system.startswith("Ret-") else "no_retrieval")
+        group = (
+            "selfrag"
+            if is_selfrag or "self-rag" in system.lower()
+            else "retrieval"
+            if mode == "retrieval" or system.startswith("Ret-")
+            else "no_retrieval"
+        )
     elif config:
         column = _column_from_config(config)
         if column is None:
-            logger.warning("%s: task %r / input %r is not a column of Table 2 (%s); skipped",
-                           path, config.get("task"), config.get("input_file"), ", ".join(COLUMNS))
+            logger.warning(
+                "%s: task %r / input %r is not a column of Table 2 (%s); skipped",
+                path,
+                config.get("task"),
+                config.get("input_file"),
+                ", ".join(COLUMNS),
+            )
             return None
         label = model_label(str(config.get("model_name", "?")))
         if is_selfrag:
@@ -174,14 +194,21 @@ def load_result(path: str | Path, metric: str | None = None) -> ResultEntry | No
         if config.get("compat") == "original":
             system += " [compat original]"
     else:
-        logger.warning("%s: no 'config' to name its row and column; name the file SYSTEM__TASK.json "
-                       "(TASK: popqa, tqa, pub or arc); skipped", path)
+        logger.warning(
+            "%s: no 'config' to name its row and column; name the file SYSTEM__TASK.json "
+            "(TASK: popqa, tqa, pub or arc); skipped",
+            path,
+        )
         return None
 
     threshold = config.get("threshold")
     adaptive = mode in (None, "default", "adaptive_retrieval")
     return ResultEntry(
-        path=str(path), system=system, group=group, column=column, value=float(value),
+        path=str(path),
+        system=system,
+        group=group,
+        column=column,
+        value=float(value),
         threshold=float(threshold) if isinstance(threshold, (int, float)) else None,
         retrieval_frequency=data.get("retrieval_frequency"),
         sweepable=is_selfrag and adaptive and isinstance(threshold, (int, float)),
@@ -263,18 +290,25 @@ def sweep_curves(entries: Sequence[ResultEntry]) -> list[SweepCurve]:
             raise DataFormatError(f"{entry.path}: no 'retrieval_frequency' (not a run_short_form.py output?)")
         curve = points.setdefault((entry.system, entry.column), {})
         if entry.threshold in curve:
-            raise ConfigError(f"two results at threshold {entry.threshold} for {entry.system} / {entry.column}: "
-                              f"{curve[entry.threshold].path} and {entry.path}")
+            raise ConfigError(
+                f"two results at threshold {entry.threshold} for {entry.system} / {entry.column}: "
+                f"{curve[entry.threshold].path} and {entry.path}"
+            )
         curve[entry.threshold] = entry  # type: ignore[index]
     if not points:
         raise ConfigError("no threshold sweep found: pass run_short_form.py outputs of adaptive runs with --threshold")
     curves = []
     for (system, column), by_threshold in sorted(points.items(), key=lambda kv: (kv[0][0], COLUMNS.index(kv[0][1]))):
         ordered = sorted(by_threshold.items())
-        curves.append(SweepCurve(
-            system, column, [t for t, _ in ordered], [100 * e.value for _, e in ordered],
-            [100 * float(e.retrieval_frequency) for _, e in ordered],  # type: ignore[arg-type]
-        ))
+        curves.append(
+            SweepCurve(
+                system,
+                column,
+                [t for t, _ in ordered],
+                [100 * e.value for _, e in ordered],
+                [100 * float(e.retrieval_frequency) for _, e in ordered],  # type: ignore[arg-type]
+            )
+        )
     return curves
 
 

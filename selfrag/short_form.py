@@ -112,8 +112,22 @@ class ShortFormConfig(ModelConfig):
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that shape per-item results; a resumed run must match them."""
-        keep = ("model_name", "input_file", "task", "ndocs", "limit", "threshold", "max_new_tokens", "use_groundness",
-                "use_utility", "use_seqscore", "w_rel", "w_sup", "w_use", "compat")
+        keep = (
+            "model_name",
+            "input_file",
+            "task",
+            "ndocs",
+            "limit",
+            "threshold",
+            "max_new_tokens",
+            "use_groundness",
+            "use_utility",
+            "use_seqscore",
+            "w_rel",
+            "w_sup",
+            "w_use",
+            "compat",
+        )
         return {"mode": self.resolved_mode, **{k: getattr(self, k) for k in keep}}
 
 
@@ -131,7 +145,9 @@ def gold_answers(item: dict[str, Any], task: str | None, compat: str) -> list[st
     elif "answer" in item:
         answers = item["answer"]
     else:
-        raise DataFormatError(f"{where(item)}: missing field 'answers' (or 'answer'); pass --metric none to skip scoring")
+        raise DataFormatError(
+            f"{where(item)}: missing field 'answers' (or 'answer'); pass --metric none to skip scoring"
+        )
     answers = [answers] if isinstance(answers, str) else answers
     if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
         raise DataFormatError(f"{where(item)}: 'answers' must be a non-empty list of strings")
@@ -156,8 +172,12 @@ def prepare_items(config: ShortFormConfig) -> tuple[list[dict[str, Any]], list[s
         evidences.append(ctxs)
         golds.append(gold_answers(item, config.task, config.compat) if config.metric != "none" else [])
     if short:
-        logger.warning("%d of %d items have fewer than --ndocs %d passages; they use all they have",
-                       short, len(items), config.ndocs)
+        logger.warning(
+            "%d of %d items have fewer than --ndocs %d passages; they use all they have",
+            short,
+            len(items),
+            config.ndocs,
+        )
     return items, prompts, evidences, golds
 
 
@@ -172,7 +192,9 @@ def run_short_form(config: ShortFormConfig, backend: GenerationBackend | None = 
             vocab = ReflectionVocab.from_tokenizer(backend.tokenizer, source=config.model_name)
             settings = config.settings()
             for batch in run.batches():
-                outcomes = run_batch(backend, vocab, [prompts[i] for i in batch], [evidences[i] for i in batch], settings)
+                outcomes = run_batch(
+                    backend, vocab, [prompts[i] for i in batch], [evidences[i] for i in batch], settings
+                )
                 run.save([{"index": i, "prompt": prompts[i], **dataclasses.asdict(o)} for i, o in zip(batch, outcomes)])
 
     output = assemble_output(config, golds, run.records())
@@ -184,9 +206,7 @@ def run_short_form(config: ShortFormConfig, backend: GenerationBackend | None = 
     return output
 
 
-def assemble_output(
-    config: ShortFormConfig, golds: list[list[str]], records: list[dict[str, Any]]
-) -> dict[str, Any]:
+def assemble_output(config: ShortFormConfig, golds: list[list[str]], records: list[dict[str, Any]]) -> dict[str, Any]:
     preds = [r["pred"] for r in records]
     metrics: dict[str, float] = {}
     metric_results: list[float] = []

@@ -51,7 +51,9 @@ def test_batched_equals_one_at_a_time_and_a_full_forward(backend):
         with torch.no_grad():
             logprobs = torch.log_softmax(backend.model(full).logits[0, ids.shape[1] - 1 : -1].float(), dim=-1)
         assert logprobs.argmax(-1).tolist() == gen.token_ids
-        assert gen.cumulative_logprob == pytest.approx(logprobs.gather(1, full[0, ids.shape[1] :, None]).sum().item(), abs=1e-4)
+        assert gen.cumulative_logprob == pytest.approx(
+            logprobs.gather(1, full[0, ids.shape[1] :, None]).sum().item(), abs=1e-4
+        )
         for t, step in enumerate(gen.step_logprobs):
             assert list(step) == list(vocab.all_ids)
             for token_id, lp in step.items():

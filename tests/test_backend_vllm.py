@@ -185,10 +185,10 @@ def test_load_failure_is_a_backend_error(tmp_path, model_dir):
 
 def test_short_form_run_is_the_same_on_both_backends(vllm_backend, hf_backend, tmp_path):
     """The whole short-form evaluation (decisions, per-passage scores, answers) agrees between vllm and HF."""
+    from pathlib import Path
+
     from selfrag.data import load_items
     from selfrag.short_form import ShortFormConfig, run_short_form
-
-    from pathlib import Path
 
     items = load_items(Path(__file__).resolve().parent.parent / "eval_data" / "popqa_longtail_w_gs.jsonl")[:4]
     for item in items:  # keep prompts well inside max_model_len=512 of the tiny tokenizer
@@ -198,9 +198,18 @@ def test_short_form_run_is_the_same_on_both_backends(vllm_backend, hf_backend, t
     input_file.write_text("".join(json.dumps(item) + "\n" for item in items))
 
     def run(backend, name):
-        config = ShortFormConfig(model_name="tiny", input_file=str(input_file), output_file=str(tmp_path / name),
-                                 threshold=0.3, ndocs=3, max_new_tokens=8, use_groundness=True, use_utility=True,
-                                 use_seqscore=True, batch_size=2)
+        config = ShortFormConfig(
+            model_name="tiny",
+            input_file=str(input_file),
+            output_file=str(tmp_path / name),
+            threshold=0.3,
+            ndocs=3,
+            max_new_tokens=8,
+            use_groundness=True,
+            use_utility=True,
+            use_seqscore=True,
+            batch_size=2,
+        )
         return run_short_form(config, backend=backend)
 
     got, want = run(vllm_backend, "vllm.json"), run(hf_backend, "hf.json")
@@ -224,9 +233,16 @@ def test_cli_with_the_vllm_backend(model_dir, hf_backend, tmp_path):
     spec = iu.spec_from_file_location("run_short_form", root / "retrieval_lm" / "run_short_form.py")
     script = iu.module_from_spec(spec)
     spec.loader.exec_module(script)
-    items = [{"question": "In what country is Kyoto?", "answers": ["Japan"],
-              "ctxs": [{"title": "Kyoto", "text": "Kyoto is a city in Japan."},
-                       {"title": "Paris", "text": "Paris is the capital of France."}]}]
+    items = [
+        {
+            "question": "In what country is Kyoto?",
+            "answers": ["Japan"],
+            "ctxs": [
+                {"title": "Kyoto", "text": "Kyoto is a city in Japan."},
+                {"title": "Paris", "text": "Paris is the capital of France."},
+            ],
+        }
+    ]
     input_file = tmp_path / "in.jsonl"
     input_file.write_text(json.dumps(items[0]) + "\n")
     outputs = {}
@@ -235,9 +251,32 @@ def test_cli_with_the_vllm_backend(model_dir, hf_backend, tmp_path):
     try:
         for backend in ("vllm", "hf"):
             out = tmp_path / f"{backend}.json"
-            assert script.main(["--model_name", str(model_dir), "--input_file", str(input_file), "--output_file", str(out),
-                                "--backend", backend, "--dtype", "float32", "--max_model_len", "512", "--ndocs", "2",
-                                "--mode", "always_retrieve", "--max_new_tokens", "6", "--use_groundness"]) == 0
+            assert (
+                script.main(
+                    [
+                        "--model_name",
+                        str(model_dir),
+                        "--input_file",
+                        str(input_file),
+                        "--output_file",
+                        str(out),
+                        "--backend",
+                        backend,
+                        "--dtype",
+                        "float32",
+                        "--max_model_len",
+                        "512",
+                        "--ndocs",
+                        "2",
+                        "--mode",
+                        "always_retrieve",
+                        "--max_new_tokens",
+                        "6",
+                        "--use_groundness",
+                    ]
+                )
+                == 0
+            )
             outputs[backend] = json.loads(out.read_text())
     finally:
         os.environ.clear()

@@ -31,13 +31,24 @@ FEVER = "Is the following statement correct or not? Say true if it's correct; ot
 ARC = "Given four answer candidates, A, B, C and D, choose the best answer choice."
 
 ITEMS = [
-    {"question": "Who wrote Hamlet?", "answers": ["Shakespeare"], "ctxs": [
-        {"id": "1", "title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."},
-        {"id": "2", "title": "Paris", "text": "Paris is the capital of France."}]},
-    {"question": "What is the capital of France?", "answer": "Paris", "ctxs": [
-        {"id": "2", "title": "Paris", "text": "Paris is the capital of France."}]},
-    {"question": "In what country is Kyoto?", "answers": ["Japan"], "ctxs": [
-        {"id": "3", "title": "Kyoto", "text": "Kyoto is a city in Japan."}]},
+    {
+        "question": "Who wrote Hamlet?",
+        "answers": ["Shakespeare"],
+        "ctxs": [
+            {"id": "1", "title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."},
+            {"id": "2", "title": "Paris", "text": "Paris is the capital of France."},
+        ],
+    },
+    {
+        "question": "What is the capital of France?",
+        "answer": "Paris",
+        "ctxs": [{"id": "2", "title": "Paris", "text": "Paris is the capital of France."}],
+    },
+    {
+        "question": "In what country is Kyoto?",
+        "answers": ["Japan"],
+        "ctxs": [{"id": "3", "title": "Kyoto", "text": "Kyoto is a city in Japan."}],
+    },
 ]
 
 
@@ -51,8 +62,21 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def base_args(model_dir, input_file, result_fp, *extra):
-    return ["--model_name", model_dir, "--input_file", input_file, "--result_fp", result_fp, "--backend", "hf",
-            "--dtype", "float32", "--max_new_tokens", "3", *extra]
+    return [
+        "--model_name",
+        model_dir,
+        "--input_file",
+        input_file,
+        "--result_fp",
+        result_fp,
+        "--backend",
+        "hf",
+        "--dtype",
+        "float32",
+        "--max_new_tokens",
+        "3",
+        *extra,
+    ]
 
 
 def test_help_lists_the_original_flags(capsys):
@@ -60,10 +84,31 @@ def test_help_lists_the_original_flags(capsys):
         script.main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--model_name", "--input_file", "--retrieval_file", "--mode", "--device", "--max_new_tokens",
-                 "--int8bit", "--metric", "--top_n", "--result_fp", "--task", "--prompt_name", "--batch_size",
-                 "--dtype", "--world_size", "--choices", "--instruction", "--download_dir", "--api_key",
-                 "--backend", "--base_url", "--compat", "--output_file"):
+    for flag in (
+        "--model_name",
+        "--input_file",
+        "--retrieval_file",
+        "--mode",
+        "--device",
+        "--max_new_tokens",
+        "--int8bit",
+        "--metric",
+        "--top_n",
+        "--result_fp",
+        "--task",
+        "--prompt_name",
+        "--batch_size",
+        "--dtype",
+        "--world_size",
+        "--choices",
+        "--instruction",
+        "--download_dir",
+        "--api_key",
+        "--backend",
+        "--base_url",
+        "--compat",
+        "--output_file",
+    ):
         assert flag in text
 
 
@@ -75,8 +120,10 @@ def expected_first_prompt(file: str, task: str | None, mode: str) -> str:
         instruction = f"{FEVER}\n\n### Input:\n{instruction}"
     if task == "arc_c":
         texts = dict(zip(item["choices"]["label"], item["choices"]["text"]))
-        instruction = (f"{ARC}\n\n### Input:\n{instruction}\nA: {texts['A']}\nB: {texts['B']}\nC: {texts['C']}"
-                       f"\nD: {texts.get('D', '')}")
+        instruction = (
+            f"{ARC}\n\n### Input:\n{instruction}\nA: {texts['A']}\nB: {texts['B']}\nC: {texts['C']}"
+            f"\nD: {texts.get('D', '')}"
+        )
     if mode == "vanilla":
         return f"### Instruction:\n{instruction}\n\n### Response:\n"
     c0, c1 = item["ctxs"][:2]
@@ -97,12 +144,35 @@ def expected_first_prompt(file: str, task: str | None, mode: str) -> str:
 def test_shipped_eval_samples_end_to_end(tiny_model_dir, tmp_path, file, task, n_items, mode):
     out_file = tmp_path / "out.json"
     extra = ["--task", task] if task else []
-    args = base_args(tiny_model_dir, str(ROOT / "eval_data" / file), str(out_file), "--mode", mode, "--top_n", "2",
-                     "--metric", "match", "--batch_size", "8", *extra)
+    args = base_args(
+        tiny_model_dir,
+        str(ROOT / "eval_data" / file),
+        str(out_file),
+        "--mode",
+        mode,
+        "--top_n",
+        "2",
+        "--metric",
+        "match",
+        "--batch_size",
+        "8",
+        *extra,
+    )
     assert script.main(args) == 0
     out = json.loads(out_file.read_text())
-    assert set(out) >= {"preds", "prompts", "golds", "metric_results", "metric", "metric_mean", "metrics",
-                        "raw_preds", "data", "config", "runner"}
+    assert set(out) >= {
+        "preds",
+        "prompts",
+        "golds",
+        "metric_results",
+        "metric",
+        "metric_mean",
+        "metrics",
+        "raw_preds",
+        "data",
+        "config",
+        "runner",
+    }
     assert out["prompts"][0] == expected_first_prompt(file, task, mode)
     assert len(out["preds"]) == len(out["prompts"]) == len(out["metric_results"]) == len(out["data"]) == n_items
     assert out["metric"] == "match"
@@ -111,8 +181,9 @@ def test_shipped_eval_samples_end_to_end(tiny_model_dir, tmp_path, file, task, n
     assert out["retrieval_frequency"] == (1.0 if mode == "retrieval" else 0.0)
     items = read_jsonl(ROOT / "eval_data" / file)
     if task == "arc_c":  # digit answer keys are mapped to the letters the prompt shows
-        assert [g[0] for g in out["golds"]] == ["ABCD"[int(i["answerKey"]) - 1] if i["answerKey"].isdigit()
-                                                else i["answerKey"] for i in items]
+        assert [g[0] for g in out["golds"]] == [
+            "ABCD"[int(i["answerKey"]) - 1] if i["answerKey"].isdigit() else i["answerKey"] for i in items
+        ]
     else:
         assert out["golds"] == [i["answers"] for i in items]
     record = out["data"][0]  # the original's per-item record
@@ -125,16 +196,28 @@ def test_shipped_eval_samples_end_to_end(tiny_model_dir, tmp_path, file, task, n
     assert out["config"]["temperature"] == 0.0 and out["config"]["top_p"] == 1.0  # greedy by default
     assert not (tmp_path / "out.json.partial.jsonl").exists()
     assert json.loads((tmp_path / "out.json.config.json").read_text())["prompt_name"] == (
-        "prompt_no_input" if mode == "vanilla" else "prompt_no_input_retrieval")
+        "prompt_no_input" if mode == "vanilla" else "prompt_no_input_retrieval"
+    )
 
 
 ASQA = [
-    {"question": "Who played Batman?", "answer": "Several actors have played Batman, among them ...",
-     "qa_pairs": [{"question": "q", "short_answers": ["Adam West"]}], "sample_id": "s1",
-     "docs": [{"title": "Batman (TV series)", "text": "Adam West starred as Batman."},
-              {"title": "Batman (1989 film)", "text": "Michael Keaton played Batman."}]},
-    {"question": "When was the Eiffel Tower built?", "answer": "It was built from 1887 to 1889.",
-     "qa_pairs": [], "sample_id": "s2", "docs": [{"title": "Eiffel Tower", "text": "Built 1887-1889."}]},
+    {
+        "question": "Who played Batman?",
+        "answer": "Several actors have played Batman, among them ...",
+        "qa_pairs": [{"question": "q", "short_answers": ["Adam West"]}],
+        "sample_id": "s1",
+        "docs": [
+            {"title": "Batman (TV series)", "text": "Adam West starred as Batman."},
+            {"title": "Batman (1989 film)", "text": "Michael Keaton played Batman."},
+        ],
+    },
+    {
+        "question": "When was the Eiffel Tower built?",
+        "answer": "It was built from 1887 to 1889.",
+        "qa_pairs": [],
+        "sample_id": "s2",
+        "docs": [{"title": "Eiffel Tower", "text": "Built 1887-1889."}],
+    },
 ]
 FACTSCORE = [
     {"input": "Question: Tell me a bio of Marie Curie.", "topic": "Marie Curie", "cat": ["very freq"]},
@@ -169,43 +252,86 @@ def test_asqa_retrieval_reads_alce_docs(tiny_model_dir, tmp_path):
     path = tmp_path / "asqa.json"
     path.write_text(json.dumps(ASQA))
     out_file = tmp_path / "out.json"
-    args = base_args(tiny_model_dir, str(path), str(out_file), "--task", "asqa", "--mode", "retrieval", "--top_n", "5",
-                     "--prompt_name", "llama_chat_prompt_retrieval")
+    args = base_args(
+        tiny_model_dir,
+        str(path),
+        str(out_file),
+        "--task",
+        "asqa",
+        "--mode",
+        "retrieval",
+        "--top_n",
+        "5",
+        "--prompt_name",
+        "llama_chat_prompt_retrieval",
+    )
     assert script.main(args) == 0
     out = json.loads(out_file.read_text())
-    assert out["prompts"][0] == ("[INST][1] Batman (TV series)\nAdam West starred as Batman.\n[2] Batman (1989 film)\n"
-                                 "Michael Keaton played Batman.\nWho played Batman?[/INST]")
+    assert out["prompts"][0] == (
+        "[INST][1] Batman (TV series)\nAdam West starred as Batman.\n[2] Batman (1989 film)\n"
+        "Michael Keaton played Batman.\nWho played Batman?[/INST]"
+    )
     assert out["data"][0]["docs"] == ASQA[0]["docs"]  # the passages shown, under ALCE's key
 
 
 def test_retrieval_file_is_matched_by_id_or_position(tiny_model_dir, tmp_path):
-    items = [{"id": "a", "question": "Who wrote Hamlet?", "answers": ["Shakespeare"]},
-             {"id": "b", "question": "What is the capital of France?", "answers": ["Paris"]}]
-    passages = [{"id": "b", "ctxs": [{"title": "Paris", "text": "Capital of France."}]},
-                {"id": "a", "ctxs": [{"title": "Hamlet", "text": "A play."}, {"title": "X", "text": "Y"}]}]
+    items = [
+        {"id": "a", "question": "Who wrote Hamlet?", "answers": ["Shakespeare"]},
+        {"id": "b", "question": "What is the capital of France?", "answers": ["Paris"]},
+    ]
+    passages = [
+        {"id": "b", "ctxs": [{"title": "Paris", "text": "Capital of France."}]},
+        {"id": "a", "ctxs": [{"title": "Hamlet", "text": "A play."}, {"title": "X", "text": "Y"}]},
+    ]
     out_file = tmp_path / "out.json"
-    args = base_args(tiny_model_dir, write_jsonl(tmp_path / "in.jsonl", items), str(out_file), "--mode", "retrieval",
-                     "--retrieval_file", write_jsonl(tmp_path / "ret.jsonl", passages),
-                     "--prompt_name", "prompt_open_instruct_retrieval")
+    args = base_args(
+        tiny_model_dir,
+        write_jsonl(tmp_path / "in.jsonl", items),
+        str(out_file),
+        "--mode",
+        "retrieval",
+        "--retrieval_file",
+        write_jsonl(tmp_path / "ret.jsonl", passages),
+        "--prompt_name",
+        "prompt_open_instruct_retrieval",
+    )
     assert script.main(args) == 0
     prompts = json.loads(out_file.read_text())["prompts"]
-    assert prompts == ["<user>\nReference:[1] Hamlet\nA play.\nWho wrote Hamlet?\n<assistant>\n",
-                       "<user>\nReference:[1] Paris\nCapital of France.\nWhat is the capital of France?\n<assistant>\n"]
+    assert prompts == [
+        "<user>\nReference:[1] Hamlet\nA play.\nWho wrote Hamlet?\n<assistant>\n",
+        "<user>\nReference:[1] Paris\nCapital of France.\nWhat is the capital of France?\n<assistant>\n",
+    ]
     # Without ids, by position (the original's rule).
     for item in items:
         del item["id"]
     for record in passages:
         del record["id"]
-    args = base_args(tiny_model_dir, write_jsonl(tmp_path / "in2.jsonl", items), str(tmp_path / "o2.json"),
-                     "--mode", "retrieval", "--retrieval_file", write_jsonl(tmp_path / "ret2.jsonl", passages))
+    args = base_args(
+        tiny_model_dir,
+        write_jsonl(tmp_path / "in2.jsonl", items),
+        str(tmp_path / "o2.json"),
+        "--mode",
+        "retrieval",
+        "--retrieval_file",
+        write_jsonl(tmp_path / "ret2.jsonl", passages),
+    )
     assert script.main(args) == 0
     assert "[1] Paris\nCapital of France." in json.loads((tmp_path / "o2.json").read_text())["prompts"][0]
 
 
 def test_instruction_prefix_metric_alias_and_choices(tiny_model_dir, tmp_path):
     out_file = tmp_path / "out.json"
-    args = base_args(tiny_model_dir, write_jsonl(tmp_path / "in.jsonl", ITEMS[:1]), str(out_file),
-                     "--instruction", "Answer briefly.", "--metric", "em", "--prompt_name", "llama_chat_prompt")
+    args = base_args(
+        tiny_model_dir,
+        write_jsonl(tmp_path / "in.jsonl", ITEMS[:1]),
+        str(out_file),
+        "--instruction",
+        "Answer briefly.",
+        "--metric",
+        "em",
+        "--prompt_name",
+        "llama_chat_prompt",
+    )
     assert script.main(args) == 0
     out = json.loads(out_file.read_text())
     assert out["prompts"] == ["[INST]Answer briefly.\n\n### Input:\nWho wrote Hamlet?[/INST]"]
@@ -215,8 +341,9 @@ def test_instruction_prefix_metric_alias_and_choices(tiny_model_dir, tmp_path):
 def test_compat_original_drops_arc_choices_and_samples(tiny_model_dir, tmp_path):
     file = ROOT / "eval_data" / "arc_challenge_processed.jsonl"
     out_file = tmp_path / "out.json"
-    args = base_args(tiny_model_dir, str(file), str(out_file), "--task", "arc_c", "--compat", "original",
-                     "--limit", "2")
+    args = base_args(
+        tiny_model_dir, str(file), str(out_file), "--task", "arc_c", "--compat", "original", "--limit", "2"
+    )
     assert script.main(args) == 0
     out = json.loads(out_file.read_text())
     item = read_jsonl(file)[0]
@@ -239,8 +366,9 @@ def test_postprocessing_default_and_original():
 
 def test_compat_original_leaves_full_batches_unprocessed():
     """The original overwrote the postprocessed answer with the raw one in full batches (run_baseline_lm.py:175)."""
-    config = BaselineConfig(model_name="m", input_file="i", result_fp="o", backend="hf", task="fever", batch_size=2,
-                            compat="original")
+    config = BaselineConfig(
+        model_name="m", input_file="i", result_fp="o", backend="hf", task="fever", batch_size=2, compat="original"
+    )
     raws = [" True\n\nmore", " SUPPORTS", " False", " True", " REFUTES"]
     original = ["True", "SUPPORTS", "False", "True", "REFUTES"]
     assert [final_answer(r, i, 5, config) for i, r in enumerate(raws)] == original
@@ -251,7 +379,8 @@ def test_compat_original_leaves_full_batches_unprocessed():
 def test_long_form_outputs_are_not_cut_at_blank_lines_by_default():
     config = BaselineConfig(model_name="m", input_file="i", result_fp="o", backend="hf", task="factscore")
     assert final_answer(" Marie Curie was a physicist.\n\nShe won two Nobel Prizes.", 0, 1, config) == (
-        "Marie Curie was a physicist.\n\nShe won two Nobel Prizes.")
+        "Marie Curie was a physicist.\n\nShe won two Nobel Prizes."
+    )
 
 
 def test_config_resolution():
@@ -287,8 +416,15 @@ def test_resume_after_interruption_loses_and_repeats_nothing(tiny_model_dir, hf_
     input_file = write_jsonl(tmp_path / "in.jsonl", ITEMS)
 
     def config(out):
-        return BaselineConfig(model_name=tiny_model_dir, input_file=input_file, result_fp=str(out), backend="hf",
-                              max_new_tokens=4, mode="retrieval", batch_size=1)
+        return BaselineConfig(
+            model_name=tiny_model_dir,
+            input_file=input_file,
+            result_fp=str(out),
+            backend="hf",
+            max_new_tokens=4,
+            mode="retrieval",
+            batch_size=1,
+        )
 
     reference = run_baseline(config(tmp_path / "ref.json"), backend=hf_backend)
     with pytest.raises(KeyboardInterrupt):
@@ -308,19 +444,31 @@ def test_resume_refuses_other_settings(tiny_model_dir, tmp_path):
     input_file = write_jsonl(tmp_path / "in.jsonl", ITEMS)
     (tmp_path / "out.json.partial.jsonl").write_text(json.dumps({"fingerprint": {"top_n": 3}}) + "\n")
     with pytest.raises(ConfigError, match="other settings"):
-        run_baseline(BaselineConfig(model_name=tiny_model_dir, input_file=input_file,
-                                    result_fp=str(tmp_path / "out.json"), backend="hf"))
+        run_baseline(
+            BaselineConfig(
+                model_name=tiny_model_dir, input_file=input_file, result_fp=str(tmp_path / "out.json"), backend="hf"
+            )
+        )
 
 
 @pytest.mark.parametrize(
     ("lines", "extra", "message"),
     [
-        ([ITEMS[0], {"question": "q", "answers": ["a"]}], ["--mode", "retrieval"],
-         r"in\.jsonl:2: missing field 'ctxs' .*--mode retrieval"),
-        ([{"question": "q", "answers": ["a"], "ctxs": []}], ["--mode", "retrieval"],
-         r"in\.jsonl:1: the passage list is empty"),
-        ([{"question": "q", "answers": ["a"], "ctxs": [{"title": "t"}]}], ["--mode", "retrieval"],
-         r"in\.jsonl:1: ctxs\[0\] must be an object with a string 'text'"),
+        (
+            [ITEMS[0], {"question": "q", "answers": ["a"]}],
+            ["--mode", "retrieval"],
+            r"in\.jsonl:2: missing field 'ctxs' .*--mode retrieval",
+        ),
+        (
+            [{"question": "q", "answers": ["a"], "ctxs": []}],
+            ["--mode", "retrieval"],
+            r"in\.jsonl:1: the passage list is empty",
+        ),
+        (
+            [{"question": "q", "answers": ["a"], "ctxs": [{"title": "t"}]}],
+            ["--mode", "retrieval"],
+            r"in\.jsonl:1: ctxs\[0\] must be an object with a string 'text'",
+        ),
         ([ITEMS[0], {"answers": ["a"]}], [], r"in\.jsonl:2: missing field 'question'"),
         ([ITEMS[0], {"question": "q"}], [], r"in\.jsonl:2: no gold answers .*--metric none"),
         ([{"question": "q"}], ["--metric", "match"], r"in\.jsonl:1: no gold answers"),
@@ -333,8 +481,9 @@ def test_resume_refuses_other_settings(tiny_model_dir, tmp_path):
 )
 def test_bad_input_stops_before_the_model_loads(tmp_path, caplog, lines, extra, message):
     # A model path that does not exist: every error must come before loading it.
-    args = base_args(str(tmp_path / "no_model"), write_jsonl(tmp_path / "in.jsonl", lines), str(tmp_path / "o.json"),
-                     *extra)
+    args = base_args(
+        str(tmp_path / "no_model"), write_jsonl(tmp_path / "in.jsonl", lines), str(tmp_path / "o.json"), *extra
+    )
     with caplog.at_level(logging.ERROR):
         assert script.run_main(script.main, args) == 2
     assert re.search(message, caplog.text), caplog.text
@@ -343,9 +492,15 @@ def test_bad_input_stops_before_the_model_loads(tmp_path, caplog, lines, extra, 
 
 def test_retrieval_file_without_the_item_is_reported(tmp_path, caplog):
     items = [{"id": "zz", "question": "q", "answers": ["a"]}]
-    args = base_args(str(tmp_path / "no_model"), write_jsonl(tmp_path / "in.jsonl", items), str(tmp_path / "o.json"),
-                     "--mode", "retrieval", "--retrieval_file",
-                     write_jsonl(tmp_path / "r.jsonl", [{"id": "a", "ctxs": []}]))
+    args = base_args(
+        str(tmp_path / "no_model"),
+        write_jsonl(tmp_path / "in.jsonl", items),
+        str(tmp_path / "o.json"),
+        "--mode",
+        "retrieval",
+        "--retrieval_file",
+        write_jsonl(tmp_path / "r.jsonl", [{"id": "a", "ctxs": []}]),
+    )
     with caplog.at_level(logging.ERROR):
         assert script.run_main(script.main, args) == 2
     assert "in.jsonl:1: no item with id 'zz' in --retrieval_file" in caplog.text

@@ -29,12 +29,21 @@ script = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(script)
 
 ITEMS = [
-    {"question": "Who wrote Hamlet?", "answers": ["Shakespeare"],
-     "ctxs": [{"title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."}]},
-    {"question": "What is the capital of France?", "answers": ["Paris"],
-     "ctxs": [{"title": "Paris", "text": "Paris is the capital of France."}]},
-    {"question": "In what country is Kyoto?", "answers": ["Japan"],
-     "ctxs": [{"title": "Kyoto", "text": "Kyoto is a city in Japan."}]},
+    {
+        "question": "Who wrote Hamlet?",
+        "answers": ["Shakespeare"],
+        "ctxs": [{"title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."}],
+    },
+    {
+        "question": "What is the capital of France?",
+        "answers": ["Paris"],
+        "ctxs": [{"title": "Paris", "text": "Paris is the capital of France."}],
+    },
+    {
+        "question": "In what country is Kyoto?",
+        "answers": ["Japan"],
+        "ctxs": [{"title": "Kyoto", "text": "Kyoto is a city in Japan."}],
+    },
 ]
 # The stub answers from these keywords; other prompts get "no idea <hash>".
 KNOWN = {"Hamlet": "William Shakespeare", "France": "Paris, of course.", "Kyoto": "It is in China."}
@@ -66,8 +75,9 @@ class StubOpenAIServer:
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with stub.lock:
-                    stub.requests.append({"path": self.path, "body": body,
-                                          "authorization": self.headers.get("Authorization")})
+                    stub.requests.append(
+                        {"path": self.path, "body": body, "authorization": self.headers.get("Authorization")}
+                    )
                     failure = stub.failures.pop(0) if stub.failures else None
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
@@ -75,8 +85,11 @@ class StubOpenAIServer:
                     if failure == "stall":
                         time.sleep(stub.stall_s)
                     elif failure is not None:
-                        return self._send(failure, {"error": {"message": f"stub failure {failure}", "type": "stub"}},
-                                          {"Retry-After": "0"} if failure == 429 else {})
+                        return self._send(
+                            failure,
+                            {"error": {"message": f"stub failure {failure}", "type": "stub"}},
+                            {"Retry-After": "0"} if failure == 429 else {},
+                        )
                     time.sleep(stub.delay_s)
                     self._answer(body)
                 finally:
@@ -89,14 +102,26 @@ class StubOpenAIServer:
                     choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
                     obj = "chat.completion"
                 elif self.path == "/v1/completions":
-                    choice = {"index": 0, "text": " " + answer_for(body["prompt"]), "finish_reason": "stop",
-                              "logprobs": None}
+                    choice = {
+                        "index": 0,
+                        "text": " " + answer_for(body["prompt"]),
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
                     obj = "text_completion"
                 else:
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
-                self._send(200, {"id": "cmpl-1", "object": obj, "created": 0, "model": body["model"],
-                                 "choices": [choice],
-                                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+                self._send(
+                    200,
+                    {
+                        "id": "cmpl-1",
+                        "object": obj,
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [choice],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    },
+                )
 
             def _send(self, status, payload, headers=None):
                 data = json.dumps(payload).encode()
@@ -142,9 +167,23 @@ def write_jsonl(path: Path, items) -> str:
 
 
 def api_args(server, tmp_path, *extra, model="gpt-3.5-turbo", items=ITEMS):
-    return ["--model_name", model, "--base_url", server.url, "--api_key", "sk-test",
-            "--input_file", write_jsonl(tmp_path / "in.jsonl", items), "--result_fp", str(tmp_path / "out.json"),
-            "--max_new_tokens", "20", "--retry_base_delay", "0.01", *extra]
+    return [
+        "--model_name",
+        model,
+        "--base_url",
+        server.url,
+        "--api_key",
+        "sk-test",
+        "--input_file",
+        write_jsonl(tmp_path / "in.jsonl", items),
+        "--result_fp",
+        str(tmp_path / "out.json"),
+        "--max_new_tokens",
+        "20",
+        "--retry_base_delay",
+        "0.01",
+        *extra,
+    ]
 
 
 def test_chat_baseline_end_to_end(tmp_path):
@@ -152,8 +191,15 @@ def test_chat_baseline_end_to_end(tmp_path):
         assert script.main(api_args(server, tmp_path, "--metric", "match")) == 0
     out = json.loads((tmp_path / "out.json").read_text())
     # The user message is the bare question; greedy; max_tokens from --max_new_tokens.
-    expected = [{"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": item["question"]}],
-                 "max_tokens": 20, "temperature": 0.0} for item in ITEMS]
+    expected = [
+        {
+            "model": "gpt-3.5-turbo",
+            "messages": [{"role": "user", "content": item["question"]}],
+            "max_tokens": 20,
+            "temperature": 0.0,
+        }
+        for item in ITEMS
+    ]
     assert sorted(server.bodies(), key=json.dumps) == sorted(expected, key=json.dumps)
     assert {r["path"] for r in server.requests} == {"/v1/chat/completions"}
     assert {r["authorization"] for r in server.requests} == {"Bearer sk-test"}
@@ -170,25 +216,47 @@ def test_chat_baseline_end_to_end(tmp_path):
 def test_chat_retrieval_puts_passages_before_the_question(tmp_path):
     with StubOpenAIServer() as server:
         assert script.main(api_args(server, tmp_path, "--mode", "retrieval", "--limit", "1")) == 0
-    assert server.bodies() == [{"model": "gpt-3.5-turbo", "max_tokens": 20, "temperature": 0.0, "messages": [
-        {"role": "user", "content": "[1] Hamlet\nHamlet is a tragedy by William Shakespeare.\nWho wrote Hamlet?"}]}]
+    assert server.bodies() == [
+        {
+            "model": "gpt-3.5-turbo",
+            "max_tokens": 20,
+            "temperature": 0.0,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": "[1] Hamlet\nHamlet is a tragedy by William Shakespeare.\nWho wrote Hamlet?",
+                }
+            ],
+        }
+    ]
 
 
 def test_compat_original_sends_the_template_at_the_apis_default_temperature(tmp_path):
     with StubOpenAIServer() as server:
         assert script.main(api_args(server, tmp_path, "--compat", "original", "--limit", "1")) == 0
-    assert server.bodies() == [{"model": "gpt-3.5-turbo", "max_tokens": 20, "temperature": 1.0, "messages": [
-        {"role": "user", "content": "### Instruction:\nWho wrote Hamlet?\n\n### Response:\n"}]}]
+    assert server.bodies() == [
+        {
+            "model": "gpt-3.5-turbo",
+            "max_tokens": 20,
+            "temperature": 1.0,
+            "messages": [{"role": "user", "content": "### Instruction:\nWho wrote Hamlet?\n\n### Response:\n"}],
+        }
+    ]
 
 
 def test_completions_api_for_davinci_models(tmp_path):
     with StubOpenAIServer() as server:
         assert script.main(api_args(server, tmp_path, "--task", "fever", "--limit", "1", model="text-davinci-003")) == 0
     claim = ITEMS[0]["question"]
-    assert server.bodies() == [{
-        "model": "text-davinci-003", "max_tokens": 20, "temperature": 0.0,
-        "prompt": "### Instruction:\nIs the following statement correct or not? Say true if it's correct; otherwise "
-                  f"say false.\n\n### Input:\n{claim}\n\n### Response:\n"}]
+    assert server.bodies() == [
+        {
+            "model": "text-davinci-003",
+            "max_tokens": 20,
+            "temperature": 0.0,
+            "prompt": "### Instruction:\nIs the following statement correct or not? Say true if it's correct; otherwise "
+            f"say false.\n\n### Input:\n{claim}\n\n### Response:\n",
+        }
+    ]
     assert server.requests[0]["path"] == "/v1/completions"
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["raw_preds"] == [" William Shakespeare"] and out["preds"] == ["William Shakespeare"]
@@ -201,8 +269,11 @@ def test_retries_429_and_5xx_with_backoff_then_succeeds(tmp_path, caplog):
     assert all(body == server.bodies()[0] for body in server.bodies())
     assert json.loads((tmp_path / "out.json").read_text())["preds"] == ["William Shakespeare"]
     retries = [m for m in caplog.messages if "retry" in m]
-    assert [m.split(" (")[0] for m in retries] == ["RateLimitError 429", "InternalServerError 500",
-                                                   "InternalServerError 503"]
+    assert [m.split(" (")[0] for m in retries] == [
+        "RateLimitError 429",
+        "InternalServerError 500",
+        "InternalServerError 503",
+    ]
     assert retries[0].endswith("retry 1/6 in 0.00s")  # Retry-After: 0 from the server wins over the backoff
     assert float(retries[2].rsplit(" ", 1)[1][:-1]) <= 0.04  # 0.01 * 2**2, times jitter in [0.5, 1]
 
@@ -266,8 +337,14 @@ def test_api_key_from_file_environment_or_placeholder(tmp_path, monkeypatch):
 
 
 def test_missing_key_for_the_openai_api_stops_before_any_request(tmp_path, caplog):
-    args = ["--model_name", "gpt-3.5-turbo", "--input_file", write_jsonl(tmp_path / "in.jsonl", ITEMS),
-            "--result_fp", str(tmp_path / "out.json")]
+    args = [
+        "--model_name",
+        "gpt-3.5-turbo",
+        "--input_file",
+        write_jsonl(tmp_path / "in.jsonl", ITEMS),
+        "--result_fp",
+        str(tmp_path / "out.json"),
+    ]
     with caplog.at_level(logging.ERROR):
         assert script.run_main(script.main, args) == 2
     assert "needs a key: set OPENAI_API_KEY" in caplog.text

@@ -48,9 +48,13 @@ def write_jsonl(path: Path, items: list[dict]) -> Path:
 
 
 def arc_item(key: str = "B", labels: tuple[str, ...] = ("A", "B", "C", "D")) -> dict:
-    return {"id": "x", "question": "Which?", "choices": {"text": ["w", "x", "y", "z"][: len(labels)],
-                                                          "label": list(labels)},
-            "answerKey": key, "ctxs": [CTX]}
+    return {
+        "id": "x",
+        "question": "Which?",
+        "choices": {"text": ["w", "x", "y", "z"][: len(labels)], "label": list(labels)},
+        "answerKey": key,
+        "ctxs": [CTX],
+    }
 
 
 # ------------------------------------------------------------------------------------------- the shipped samples
@@ -91,10 +95,15 @@ def test_sample_statistics():
 
 
 def test_detect_dataset_from_the_original_names():
-    expected = {"popqa_longtail_w_gs.jsonl": "popqa", "triviaqa_test_w_gs.jsonl": "triviaqa",
-                "triviaqa_test.jsonl": "triviaqa", "health_claims_processed.jsonl": "pubhealth",
-                "arc_challenge_processed.jsonl": "arc_c", "asqa_eval_gtr_top100.json": "asqa",
-                "factscore_unlabeled_alpaca_13b_retrieval.jsonl": "factscore"}
+    expected = {
+        "popqa_longtail_w_gs.jsonl": "popqa",
+        "triviaqa_test_w_gs.jsonl": "triviaqa",
+        "triviaqa_test.jsonl": "triviaqa",
+        "health_claims_processed.jsonl": "pubhealth",
+        "arc_challenge_processed.jsonl": "arc_c",
+        "asqa_eval_gtr_top100.json": "asqa",
+        "factscore_unlabeled_alpaca_13b_retrieval.jsonl": "factscore",
+    }
     assert {name: detect_dataset(f"/downloads/{name}") for name in expected} == expected
     assert set(TASK_FORMATS) == set(expected.values())
     with pytest.raises(ConfigError, match=r"'my_popqa.jsonl'.*pass --dataset"):
@@ -111,10 +120,14 @@ def test_file_sha256(tmp_path):
 
 
 def test_top_contexts_to_ctxs_and_numeric_passage_fields_to_strings():
-    item = {"question": "q", "answers": ["a"],
-            "top_contexts": [{"id": 7, "title": "t", "text": "x", "score": 1.5}, {"title": "w", "text": "w\n\nweb"}]}
+    item = {
+        "question": "q",
+        "answers": ["a"],
+        "top_contexts": [{"id": 7, "title": "t", "text": "x", "score": 1.5}, {"title": "w", "text": "w\n\nweb"}],
+    }
     assert convert_item(item, "popqa") == {
-        "question": "q", "answers": ["a"],
+        "question": "q",
+        "answers": ["a"],
         "ctxs": [{"id": "7", "title": "t", "text": "x", "score": "1.5"}, {"title": "w", "text": "w\n\nweb"}],
     }
     assert "top_contexts" in item and item["top_contexts"][0]["id"] == 7  # the input is not modified
@@ -122,29 +135,52 @@ def test_top_contexts_to_ctxs_and_numeric_passage_fields_to_strings():
 
 def test_answer_to_answers():
     assert convert_item({"question": "q", "answer": "Paris", "ctxs": [CTX]}, "triviaqa") == {
-        "question": "q", "answers": ["Paris"], "ctxs": [CTX]}
+        "question": "q",
+        "answers": ["Paris"],
+        "ctxs": [CTX],
+    }
     assert convert_item({"question": "q", "answer": ["Paris", "City of Light"], "ctxs": [CTX]}, "triviaqa") == {
-        "question": "q", "answers": ["Paris", "City of Light"], "ctxs": [CTX]}
+        "question": "q",
+        "answers": ["Paris", "City of Light"],
+        "ctxs": [CTX],
+    }
     with pytest.raises(DataFormatError, match="'answer' must be a string or a list"):
         convert_item({"question": "q", "answer": 3, "ctxs": [CTX]}, "triviaqa")
 
 
 def test_popqa_raw_row():
-    raw = {"id": 4222362, "subj": "George Rankin", "prop": "occupation", "s_pop": 142, "question":
-           "What is George Rankin's occupation?", "possible_answers": '["politician", "political leader"]',
-           "ctxs": [CTX]}
+    raw = {
+        "id": 4222362,
+        "subj": "George Rankin",
+        "prop": "occupation",
+        "s_pop": 142,
+        "question": "What is George Rankin's occupation?",
+        "possible_answers": '["politician", "political leader"]',
+        "ctxs": [CTX],
+    }
     assert convert_item(raw, "popqa") == {
-        "id": 4222362, "subj": "George Rankin", "prop": "occupation",
-        "question": "What is George Rankin's occupation?", "ctxs": [CTX],
-        "answers": ["politician", "political leader"], "pop": 142}
+        "id": 4222362,
+        "subj": "George Rankin",
+        "prop": "occupation",
+        "question": "What is George Rankin's occupation?",
+        "ctxs": [CTX],
+        "answers": ["politician", "political leader"],
+        "pop": 142,
+    }
     with pytest.raises(DataFormatError, match="'possible_answers' is not a JSON-encoded list"):
         convert_item({**raw, "possible_answers": "politician"}, "popqa")
 
 
-@pytest.mark.parametrize(("answers", "expected"), [
-    (["True"], ["true"]), (["FALSE"], ["false"]), (["SUPPORTS"], ["true"]), (["refutes"], ["false"]),
-    (["true"], ["true"]),
-])
+@pytest.mark.parametrize(
+    ("answers", "expected"),
+    [
+        (["True"], ["true"]),
+        (["FALSE"], ["false"]),
+        (["SUPPORTS"], ["true"]),
+        (["refutes"], ["false"]),
+        (["true"], ["true"]),
+    ],
+)
 def test_pubhealth_answers_lowercase_true_false(answers, expected):
     item = {"question": "claim", "answers": answers, "ctxs": [CTX]}
     assert convert_item(item, "pubhealth") == {"question": "claim", "answers": expected, "ctxs": [CTX]}
@@ -154,7 +190,11 @@ def test_pubhealth_answers_lowercase_true_false(answers, expected):
 def test_pubhealth_health_fact_row(label, expected):
     raw = {"claim_id": "15", "claim": "Vaccines cause autism.", "label": label, "ctxs": [CTX]}
     assert convert_item(raw, "pubhealth") == {
-        "claim_id": "15", "question": "Vaccines cause autism.", "ctxs": [CTX], "answers": expected}
+        "claim_id": "15",
+        "question": "Vaccines cause autism.",
+        "ctxs": [CTX],
+        "answers": expected,
+    }
 
 
 @pytest.mark.parametrize(("label", "name"), [(1, "mixture"), (3, "unproven"), ("mixture", "mixture")])
@@ -166,32 +206,53 @@ def test_pubhealth_label_without_true_false_raises(label, name):
 
 def test_arc_digit_key_kept_ints_become_strings():
     item = {**arc_item(), "choices": {"text": ["w", "x", "y", "z"], "label": [1, 2, 3, 4]}, "answerKey": 2}
-    assert convert_item(item, "arc_c") == {**arc_item(), "choices": {"text": ["w", "x", "y", "z"],
-                                                                     "label": ["1", "2", "3", "4"]}, "answerKey": "2"}
+    assert convert_item(item, "arc_c") == {
+        **arc_item(),
+        "choices": {"text": ["w", "x", "y", "z"], "label": ["1", "2", "3", "4"]},
+        "answerKey": "2",
+    }
     digit = arc_item("3", ("1", "2", "3", "4"))
     assert convert_item(digit, "arc_c") == digit
 
 
 def test_arc_ai2_nested_row():
-    raw = {"id": "Mercury_7", "question": {"stem": "Which?", "choices": [
-        {"text": "w", "label": "A"}, {"text": "x", "label": "B"}, {"text": "y", "label": "C"}]},
-        "answerKey": "C", "ctxs": [CTX]}
-    assert convert_item(raw, "arc_c") == {"id": "Mercury_7", "question": "Which?", "answerKey": "C", "ctxs": [CTX],
-                                          "choices": {"text": ["w", "x", "y"], "label": ["A", "B", "C"]}}
+    raw = {
+        "id": "Mercury_7",
+        "question": {
+            "stem": "Which?",
+            "choices": [{"text": "w", "label": "A"}, {"text": "x", "label": "B"}, {"text": "y", "label": "C"}],
+        },
+        "answerKey": "C",
+        "ctxs": [CTX],
+    }
+    assert convert_item(raw, "arc_c") == {
+        "id": "Mercury_7",
+        "question": "Which?",
+        "answerKey": "C",
+        "ctxs": [CTX],
+        "choices": {"text": ["w", "x", "y"], "label": ["A", "B", "C"]},
+    }
 
 
 def test_docs_become_ctxs_for_short_form_and_stay_docs_for_asqa():
     doc = {"id": "1", "title": "t", "text": "x", "score": 1.25}
     assert convert_item({"question": "q", "answers": ["a"], "docs": [doc]}, "popqa") == {
-        "question": "q", "answers": ["a"], "ctxs": [{"id": "1", "title": "t", "text": "x", "score": "1.25"}]}
+        "question": "q",
+        "answers": ["a"],
+        "ctxs": [{"id": "1", "title": "t", "text": "x", "score": "1.25"}],
+    }
     alce = {"question": "q", "answer": "long answer", "qa_pairs": [{"short_answers": ["a"]}], "docs": [doc]}
     assert convert_item(alce, "asqa") == alce  # ALCE's `answer` and numeric scores pass through
     assert convert_item({"question": "q", "ctxs": [doc]}, "asqa") == {"question": "q", "docs": [doc]}
 
 
 def test_factscore_item():
-    item = {"input": "Tell me a bio of Ada Lovelace.", "topic": "Ada Lovelace", "cat": ["rare"],
-            "ctxs": [{**CTX, "score": 2}]}
+    item = {
+        "input": "Tell me a bio of Ada Lovelace.",
+        "topic": "Ada Lovelace",
+        "cat": ["rare"],
+        "ctxs": [{**CTX, "score": 2}],
+    }
     assert convert_item(item, "factscore") == {**item, "ctxs": [{**CTX, "score": "2"}]}
     assert check_items([convert_item(item, "factscore")], "factscore").ok
     assert check_items([{"input": "x", "ctxs": [CTX]}], "factscore").n_problems == 1  # no topic
@@ -225,7 +286,7 @@ def test_pubhealth_problem_names_file_and_line(tmp_path):
     path = write_jsonl(tmp_path / "health.jsonl", items)
     report = check_items(load_items(path), "pubhealth")
     assert report.n_problems == 1
-    assert report.problems[0].startswith(f"{path}:3: field 'answers' must be [\"true\"] or [\"false\"]")
+    assert report.problems[0].startswith(f'{path}:3: field \'answers\' must be ["true"] or ["false"]')
     assert 'found list ["maybe"]' in report.problems[0]
     with pytest.raises(DataFormatError, match=rf"^{path}:3: PubHealth answer 'maybe' cannot be mapped"):
         convert_item(load_items(path)[2], "pubhealth")
@@ -241,8 +302,10 @@ def test_problems_are_collected_and_capped(tmp_path):
 
 
 def test_variant_fields_are_problems_with_a_hint(tmp_path):
-    path = write_jsonl(tmp_path / "popqa.jsonl", [
-        {"question": "q", "answer": "a", "top_contexts": [{**CTX, "id": 1, "score": 1.5}, {**CTX, "score": 2.0}]}])
+    path = write_jsonl(
+        tmp_path / "popqa.jsonl",
+        [{"question": "q", "answer": "a", "top_contexts": [{**CTX, "id": 1, "score": 1.5}, {**CTX, "score": 2.0}]}],
+    )
     assert check_items(load_items(path), "popqa").problems == [
         f"{path}:1: field 'answers' must be a non-empty list of strings; it is missing (found 'answer'; "
         "--output_file converts it)",
@@ -257,15 +320,20 @@ def test_variant_fields_are_problems_with_a_hint(tmp_path):
 
 
 def test_convert_items_keeps_or_drops_unmappable_items(tmp_path):
-    rows = [{"claim": "c1", "label": 0, "ctxs": [CTX]}, {"claim": "c2", "label": 1, "ctxs": [CTX]},
-            {"claim": "c3", "label": 2, "ctxs": [CTX]}]
+    rows = [
+        {"claim": "c1", "label": 0, "ctxs": [CTX]},
+        {"claim": "c2", "label": 1, "ctxs": [CTX]},
+        {"claim": "c3", "label": 2, "ctxs": [CTX]},
+    ]
     items = load_items(write_jsonl(tmp_path / "health.jsonl", rows))
     kept, report = convert_items(items, "pubhealth")
     assert len(kept) == 3 and report.n_problems == 1 and report.n_dropped == 0
     assert report.problems[0].startswith(f"{tmp_path / 'health.jsonl'}:2: PubHealth label 1 (mixture)")
     kept, report = convert_items(items, "pubhealth", drop_invalid=True)
-    assert [clean(i) for i in kept] == [{"question": "c1", "ctxs": [CTX], "answers": ["false"]},
-                                        {"question": "c3", "ctxs": [CTX], "answers": ["true"]}]
+    assert [clean(i) for i in kept] == [
+        {"question": "c1", "ctxs": [CTX], "answers": ["false"]},
+        {"question": "c3", "ctxs": [CTX], "answers": ["true"]},
+    ]
     assert report.ok and report.n_items == 2 and report.n_dropped == 1
     assert report.label_counts == {"false": 1, "true": 1}
     assert report.dropped[0].startswith(f"{tmp_path / 'health.jsonl'}:2: ")
@@ -276,8 +344,10 @@ def test_convert_items_keeps_or_drops_unmappable_items(tmp_path):
 
 def test_script_check_mode(tmp_path):
     report_file = tmp_path / "report.json"
-    assert script.main(["--input_file", str(EVAL_DATA / "popqa_longtail_w_gs.jsonl"),
-                        "--report_file", str(report_file)]) == 0
+    assert (
+        script.main(["--input_file", str(EVAL_DATA / "popqa_longtail_w_gs.jsonl"), "--report_file", str(report_file)])
+        == 0
+    )
     report = json.loads(report_file.read_text())
     assert report["ok"] and report["n_items"] == 15 and report["dataset"] == "popqa"
     assert report["sha256"] == file_sha256(EVAL_DATA / "popqa_longtail_w_gs.jsonl")
@@ -297,23 +367,64 @@ def test_script_needs_dataset_for_unknown_names(tmp_path):
     assert script.main(["--input_file", str(path), "--dataset", "triviaqa"]) == 0
 
 
-@pytest.mark.parametrize(("dataset", "task", "rows", "expected"), [
-    ("popqa", None,
-     [{"question": "Who?", "possible_answers": '["Ann", "Anne"]', "s_pop": 12, "top_contexts": [
-         {"id": 3, "title": "Ann", "text": "Ann is.", "score": 1.25}]}],
-     [{"question": "Who?", "ctxs": [{"id": "3", "title": "Ann", "text": "Ann is.", "score": "1.25"}],
-       "answers": ["Ann", "Anne"], "pop": 12}]),
-    ("pubhealth", "fever",
-     [{"claim": "Water is wet.", "label": 2, "ctxs": [CTX]}, {"question": "Fish fly.", "answers": ["REFUTES"],
-                                                              "ctxs": [CTX]}],
-     [{"question": "Water is wet.", "ctxs": [CTX], "answers": ["true"]},
-      {"question": "Fish fly.", "answers": ["false"], "ctxs": [CTX]}]),
-    ("arc_c", "arc_c",
-     [{"id": "a1", "question": {"stem": "Which?", "choices": [{"text": "w", "label": 1}, {"text": "x", "label": 2}]},
-       "answerKey": 2, "ctxs": [CTX]}],
-     [{"id": "a1", "question": "Which?", "answerKey": "2", "ctxs": [CTX],
-       "choices": {"text": ["w", "x"], "label": ["1", "2"]}}]),
-])
+@pytest.mark.parametrize(
+    ("dataset", "task", "rows", "expected"),
+    [
+        (
+            "popqa",
+            None,
+            [
+                {
+                    "question": "Who?",
+                    "possible_answers": '["Ann", "Anne"]',
+                    "s_pop": 12,
+                    "top_contexts": [{"id": 3, "title": "Ann", "text": "Ann is.", "score": 1.25}],
+                }
+            ],
+            [
+                {
+                    "question": "Who?",
+                    "ctxs": [{"id": "3", "title": "Ann", "text": "Ann is.", "score": "1.25"}],
+                    "answers": ["Ann", "Anne"],
+                    "pop": 12,
+                }
+            ],
+        ),
+        (
+            "pubhealth",
+            "fever",
+            [
+                {"claim": "Water is wet.", "label": 2, "ctxs": [CTX]},
+                {"question": "Fish fly.", "answers": ["REFUTES"], "ctxs": [CTX]},
+            ],
+            [
+                {"question": "Water is wet.", "ctxs": [CTX], "answers": ["true"]},
+                {"question": "Fish fly.", "answers": ["false"], "ctxs": [CTX]},
+            ],
+        ),
+        (
+            "arc_c",
+            "arc_c",
+            [
+                {
+                    "id": "a1",
+                    "question": {"stem": "Which?", "choices": [{"text": "w", "label": 1}, {"text": "x", "label": 2}]},
+                    "answerKey": 2,
+                    "ctxs": [CTX],
+                }
+            ],
+            [
+                {
+                    "id": "a1",
+                    "question": "Which?",
+                    "answerKey": "2",
+                    "ctxs": [CTX],
+                    "choices": {"text": ["w", "x"], "label": ["1", "2"]},
+                }
+            ],
+        ),
+    ],
+)
 def test_script_convert_mode_feeds_the_runner(tmp_path, dataset, task, rows, expected):
     raw = write_jsonl(tmp_path / "raw.jsonl", rows)
     out = tmp_path / "out" / "converted.jsonl"
@@ -339,8 +450,12 @@ def test_script_convert_refuses_to_write_while_problems_remain(tmp_path):
     out, report_file = tmp_path / "out.jsonl", tmp_path / "report.json"
     assert script.main(["--input_file", str(raw), "--output_file", str(out)]) == 1
     assert not out.exists()
-    assert script.main(["--input_file", str(raw), "--output_file", str(out), "--drop_invalid",
-                        "--report_file", str(report_file)]) == 0
+    assert (
+        script.main(
+            ["--input_file", str(raw), "--output_file", str(out), "--drop_invalid", "--report_file", str(report_file)]
+        )
+        == 0
+    )
     assert [json.loads(line) for line in out.read_text().splitlines()] == [rows[0]]
     report = json.loads(report_file.read_text())
     assert (report["n_items"], report["n_dropped"], report["output_file"]) == (1, 1, str(out))

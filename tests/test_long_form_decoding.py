@@ -38,8 +38,9 @@ def ctx1(text: str) -> str:
 
 
 def settings(**kw) -> LongFormSettings:
-    return LongFormSettings(**{"mode": "always_retrieve", "ndocs": 2, "beam_width": 2, "max_depth": 3,
-                               "weights": REL_ONLY, **kw})
+    return LongFormSettings(
+        **{"mode": "always_retrieve", "ndocs": 2, "beam_width": 2, "max_depth": 3, "weights": REL_ONLY, **kw}
+    )
 
 
 TREE = {  # level 1: A asks for more (0.6), B finishes (0.9); level 2 under A: A (0.5) and B (0.8) finish
@@ -100,7 +101,10 @@ def test_max_depth_limits_the_number_of_segments():
 
 
 def test_ties_keep_the_first_passage():
-    tree = {P + format_evidence(A): seg("Alpha.", 0.5, more=False), P + format_evidence(B): seg("Beta.", 0.5, more=False)}
+    tree = {
+        P + format_evidence(A): seg("Alpha.", 0.5, more=False),
+        P + format_evidence(B): seg("Beta.", 0.5, more=False),
+    }
     for compat in ("none", "original"):
         [result] = beam_search(ScriptedBackend(tree), VOCAB, [P], [[A, B]], settings(beam_width=1, compat=compat))
         assert result.path[0].ctx is A
@@ -140,7 +144,10 @@ def test_live_retrieval_is_asked_with_the_answer_so_far():
         queries.extend(batch)
         return [[A] if len(queries) == 1 else [fresh] for _ in batch]
 
-    tree = {P + format_evidence(A): seg("Alpha one.", 0.9, more=True), ctx1("Alpha one.") + format_evidence(fresh): seg("New.", 0.8, more=False)}
+    tree = {
+        P + format_evidence(A): seg("Alpha one.", 0.9, more=True),
+        ctx1("Alpha one.") + format_evidence(fresh): seg("New.", 0.8, more=False),
+    }
     [result] = beam_search(ScriptedBackend(tree), VOCAB, [P], [[B]], settings(), passage_source=source)
     assert queries == [(0, ""), (0, "Alpha one.")]  # the answer so far, without reflection tokens
     assert [n.ctx["id"] for n in result.path] == ["a", "f"]
@@ -148,16 +155,29 @@ def test_live_retrieval_is_asked_with_the_answer_so_far():
 
 def test_retrieval_requests_come_from_token_ids_not_text():
     # The text shows "[Retrieval]" but no [Retrieval] id was generated: the segment is finished.
-    gen = Generation(text="Paris.[Retrieval]", token_ids=[5, 6], cumulative_logprob=-1.0,
-                     step_logprobs=[dict.fromkeys(IDS.values(), -5.0)] * 2)
+    gen = Generation(
+        text="Paris.[Retrieval]",
+        token_ids=[5, 6],
+        cumulative_logprob=-1.0,
+        step_logprobs=[dict.fromkeys(IDS.values(), -5.0)] * 2,
+    )
     assert split_segment(gen, VOCAB, settings()) == ("Paris.[Retrieval]", False)
     gen = make_generation(["[Relevant]", "Paris.", "[Retrieval]", "more"], IDS)
     assert split_segment(gen, VOCAB, settings()) == ("[Relevant]Paris.", True)
 
 
 def test_no_retrieval_token_becomes_a_retrieval_point_above_the_threshold():
-    gen = make_generation(["Paris.", "[No Retrieval]", "More."], IDS,
-                          {1: {"[Retrieval]": math.log(0.6), "[No Retrieval]": math.log(0.3), "[Continue to Use Evidence]": math.log(0.1)}})
+    gen = make_generation(
+        ["Paris.", "[No Retrieval]", "More."],
+        IDS,
+        {
+            1: {
+                "[Retrieval]": math.log(0.6),
+                "[No Retrieval]": math.log(0.3),
+                "[Continue to Use Evidence]": math.log(0.1),
+            }
+        },
+    )
     assert split_segment(gen, VOCAB, settings(threshold=None)) == ("Paris.[No Retrieval]More.", False)
     assert split_segment(gen, VOCAB, settings(threshold=0.5)) == ("Paris.", True)  # 0.6/0.9 = 0.67 > 0.5
     assert split_segment(gen, VOCAB, settings(threshold=0.7)) == ("Paris.[No Retrieval]More.", False)
@@ -166,18 +186,29 @@ def test_no_retrieval_token_becomes_a_retrieval_point_above_the_threshold():
 
 
 def test_no_retrieval_mode_and_adaptive_root_decision():
-    backend = ScriptedBackend({P + "[No Retrieval]": make_generation(["Paris is big.", "[Utility:5]", "\n\nNoise"], IDS)})
+    backend = ScriptedBackend(
+        {P + "[No Retrieval]": make_generation(["Paris is big.", "[Utility:5]", "\n\nNoise"], IDS)}
+    )
     [result] = beam_search(backend, VOCAB, [P], [[A]], settings(mode="no_retrieval"))
     assert backend.calls == [[P + "[No Retrieval]"]] and result.retrieve is False
     assert assemble_answer(result, "asqa") == ("Paris is big.", [])
-    first = make_generation(["[Retrieval]", "x"], IDS, {0: {"[Retrieval]": math.log(0.3), "[No Retrieval]": math.log(0.7)}})
-    tree = {P: first, P + format_evidence(A): seg("Alpha.", 0.9, more=False),
-            P + "[No Retrieval]": make_generation(["Plain."], IDS)}
+    first = make_generation(
+        ["[Retrieval]", "x"], IDS, {0: {"[Retrieval]": math.log(0.3), "[No Retrieval]": math.log(0.7)}}
+    )
+    tree = {
+        P: first,
+        P + format_evidence(A): seg("Alpha.", 0.9, more=False),
+        P + "[No Retrieval]": make_generation(["Plain."], IDS),
+    }
     for threshold, retrieves in ((0.2, True), (0.4, False), (None, True)):
-        [result] = beam_search(ScriptedBackend(tree), VOCAB, [P], [[A]], settings(mode="adaptive_retrieval", threshold=threshold))
+        [result] = beam_search(
+            ScriptedBackend(tree), VOCAB, [P], [[A]], settings(mode="adaptive_retrieval", threshold=threshold)
+        )
         assert result.retrieve is retrieves and result.retrieval_prob == pytest.approx(0.3)
     # The original never retrieves without a threshold.
-    [result] = beam_search(ScriptedBackend(tree), VOCAB, [P], [[A]], settings(mode="adaptive_retrieval", compat="original"))
+    [result] = beam_search(
+        ScriptedBackend(tree), VOCAB, [P], [[A]], settings(mode="adaptive_retrieval", compat="original")
+    )
     assert result.retrieve is False
 
 
@@ -185,4 +216,7 @@ def test_text_helpers():
     assert fix_spacing("It is 3.5 m long.Next one") == "It is 3.5 m long. Next one"
     assert fix_spacing("It is 3.5 m long.Next", "original") == "It is 3. 5 m long. Next"
     assert clean_segment(" [Relevant]Paris  is\nbig.[Continue to Use Evidence]</s>") == "Paris is big."
-    assert clean_segment(" [Relevant]Paris.[Continue to Use Evidence]</s>", "original") == "Paris.[Continue to Use Evidence]"
+    assert (
+        clean_segment(" [Relevant]Paris.[Continue to Use Evidence]</s>", "original")
+        == "Paris.[Continue to Use Evidence]"
+    )

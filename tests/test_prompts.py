@@ -139,8 +139,7 @@ def _arc_item(labels, texts, question="Which gas do plants absorb?"):
 def test_build_instruction_arc_letters():
     item = _arc_item(["A", "B", "C", "D"], ["Oxygen", "Nitrogen", "Carbon dioxide", "Helium"])
     assert build_instruction(item, "arc_c") == (
-        MCQ + "\n\n### Input:\nWhich gas do plants absorb?"
-        "\nA: Oxygen\nB: Nitrogen\nC: Carbon dioxide\nD: Helium"
+        MCQ + "\n\n### Input:\nWhich gas do plants absorb?\nA: Oxygen\nB: Nitrogen\nC: Carbon dioxide\nD: Helium"
     )
 
 

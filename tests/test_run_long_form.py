@@ -22,25 +22,64 @@ spec = importlib.util.spec_from_file_location("run_long_form_static", ROOT / "re
 script = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(script)
 
-DOCS = [{"id": "1", "title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."},
-        {"id": "2", "title": "Kyoto", "text": "Kyoto is a city in Japan."}]
-ASQA = [{"sample_id": "s1", "question": "Who wrote Hamlet?", "qa_pairs": [], "answer": "Shakespeare.", "docs": DOCS},
-        {"sample_id": "s2", "question": "Where is Kyoto?", "qa_pairs": [], "answer": "Japan.", "docs": DOCS[::-1]}]
-BIO = [{"input": "Question: Tell me a bio of Marie Curie.", "topic": "Marie Curie", "cat": ["very freq"], "ctxs": DOCS},
-       {"input": "Question: Tell me a bio of Kyoto.", "topic": "Kyoto", "cat": ["rare"], "ctxs": DOCS[:1]}]
+DOCS = [
+    {"id": "1", "title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare."},
+    {"id": "2", "title": "Kyoto", "text": "Kyoto is a city in Japan."},
+]
+ASQA = [
+    {"sample_id": "s1", "question": "Who wrote Hamlet?", "qa_pairs": [], "answer": "Shakespeare.", "docs": DOCS},
+    {"sample_id": "s2", "question": "Where is Kyoto?", "qa_pairs": [], "answer": "Japan.", "docs": DOCS[::-1]},
+]
+BIO = [
+    {"input": "Question: Tell me a bio of Marie Curie.", "topic": "Marie Curie", "cat": ["very freq"], "ctxs": DOCS},
+    {"input": "Question: Tell me a bio of Kyoto.", "topic": "Kyoto", "cat": ["rare"], "ctxs": DOCS[:1]},
+]
 
 
 def run_cli(model_dir, input_file, output_file, *extra) -> int:
-    return script.main(["--model_name", model_dir, "--input_file", str(input_file), "--output_file", str(output_file),
-                        "--backend", "hf", "--dtype", "float32", "--max_new_tokens", "8", "--ndocs", "2",
-                        "--use_grounding", "--use_utility", "--use_seqscore", *extra])
+    return script.main(
+        [
+            "--model_name",
+            model_dir,
+            "--input_file",
+            str(input_file),
+            "--output_file",
+            str(output_file),
+            "--backend",
+            "hf",
+            "--dtype",
+            "float32",
+            "--max_new_tokens",
+            "8",
+            "--ndocs",
+            "2",
+            "--use_grounding",
+            "--use_utility",
+            "--use_seqscore",
+            *extra,
+        ]
+    )
 
 
 def test_asqa_writes_alce_format_with_a_trace(tiny_model_dir, tmp_path):
     input_file, out = tmp_path / "asqa.json", tmp_path / "asqa_out.json"
     input_file.write_text(json.dumps(ASQA))
-    assert run_cli(tiny_model_dir, input_file, out, "--task", "asqa", "--mode", "always_retrieve",
-                   "--max_depth", "3", "--beam_width", "2") == 0
+    assert (
+        run_cli(
+            tiny_model_dir,
+            input_file,
+            out,
+            "--task",
+            "asqa",
+            "--mode",
+            "always_retrieve",
+            "--max_depth",
+            "3",
+            "--beam_width",
+            "2",
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert set(result) == {"data", "args", "total_cost", "azure_filter_fail"}
     for item, source in zip(result["data"], ASQA):
@@ -73,8 +112,14 @@ def test_exact_prompts_of_each_task(tmp_path):
     backend = ScriptedBackend(lambda prompt: make_generation(["[Relevant]", "Done.", "[Utility:5]"], ids), tok)
     asqa_file = tmp_path / "asqa.json"
     asqa_file.write_text(json.dumps(ASQA[:1]))
-    config = LongFormConfig(model_name="scripted", input_file=str(asqa_file), output_file=str(tmp_path / "o.json"),
-                            task="asqa", mode="always_retrieve", ndocs=2)
+    config = LongFormConfig(
+        model_name="scripted",
+        input_file=str(asqa_file),
+        output_file=str(tmp_path / "o.json"),
+        task="asqa",
+        mode="always_retrieve",
+        ndocs=2,
+    )
     out = run_long_form(config, backend=backend)
     # No "\n\n" between the task instruction and "## Input:" (original run_long_form_static.py:391-395).
     prompt = format_prompt(TASK_INST["asqa"] + "## Input:\n\nWho wrote Hamlet?")
@@ -84,8 +129,13 @@ def test_exact_prompts_of_each_task(tmp_path):
     backend.calls.clear()
     bio_file = tmp_path / "bio.jsonl"
     bio_file.write_text(json.dumps(BIO[0]) + "\n")
-    config = LongFormConfig(model_name="scripted", input_file=str(bio_file), output_file=str(tmp_path / "o.jsonl"),
-                            task="factscore", mode="no_retrieval")
+    config = LongFormConfig(
+        model_name="scripted",
+        input_file=str(bio_file),
+        output_file=str(tmp_path / "o.jsonl"),
+        task="factscore",
+        mode="no_retrieval",
+    )
     out = run_long_form(config, backend=backend)
     assert backend.calls == [[format_prompt(BIO[0]["input"]) + "[No Retrieval]"]]
     assert out[0]["output"] == "Done."
@@ -107,8 +157,17 @@ def test_resume_after_interruption(tiny_model_dir, hf_backend, tmp_path):
     input_file.write_text(json.dumps(ASQA))
 
     def config(out):
-        return LongFormConfig(model_name=tiny_model_dir, input_file=str(input_file), output_file=str(out), task="asqa",
-                              mode="always_retrieve", ndocs=2, max_depth=3, max_new_tokens=6, batch_size=1)
+        return LongFormConfig(
+            model_name=tiny_model_dir,
+            input_file=str(input_file),
+            output_file=str(out),
+            task="asqa",
+            mode="always_retrieve",
+            ndocs=2,
+            max_depth=3,
+            max_new_tokens=6,
+            batch_size=1,
+        )
 
     counting = FailingBackend(hf_backend, -1)
     reference = run_long_form(config(tmp_path / "ref.json"), backend=counting)
@@ -128,19 +187,49 @@ def test_bad_inputs(tiny_model_dir, tmp_path, caplog):
     input_file = tmp_path / "asqa.json"
     input_file.write_text(json.dumps([ASQA[0], {"question": "q"}]))
     with caplog.at_level(logging.ERROR):
-        assert script.run_main(script.main, ["--model_name", tiny_model_dir, "--input_file", str(input_file),
-                                             "--output_file", str(tmp_path / "o.json"), "--task", "asqa"]) == 2
+        assert (
+            script.run_main(
+                script.main,
+                [
+                    "--model_name",
+                    tiny_model_dir,
+                    "--input_file",
+                    str(input_file),
+                    "--output_file",
+                    str(tmp_path / "o.json"),
+                    "--task",
+                    "asqa",
+                ],
+            )
+            == 2
+        )
     assert "asqa.json: item 1: missing field 'ctxs'" in caplog.text
     with pytest.raises(ConfigError, match="--max_depth counts the root"):
         LongFormConfig(model_name="m", input_file="i", output_file="o", max_depth=1)
 
 
-@pytest.mark.parametrize(("file", "task", "n_items"), [("asqa_eval_gtr_top100.json", "asqa", 6),
-                                                       ("factscore_unlabeled_alpaca_13b_retrieval.jsonl", "factscore", 6)])
+@pytest.mark.parametrize(
+    ("file", "task", "n_items"),
+    [("asqa_eval_gtr_top100.json", "asqa", 6), ("factscore_unlabeled_alpaca_13b_retrieval.jsonl", "factscore", 6)],
+)
 def test_shipped_long_form_samples_end_to_end(tiny_model_dir, tmp_path, file, task, n_items):
     out = tmp_path / ("out.json" if task == "asqa" else "out.jsonl")
-    assert run_cli(tiny_model_dir, ROOT / "eval_data" / file, out, "--task", task, "--threshold", "0.2",
-                   "--max_depth", "3", "--max_new_tokens", "4") == 0
+    assert (
+        run_cli(
+            tiny_model_dir,
+            ROOT / "eval_data" / file,
+            out,
+            "--task",
+            task,
+            "--threshold",
+            "0.2",
+            "--max_depth",
+            "3",
+            "--max_new_tokens",
+            "4",
+        )
+        == 0
+    )
     text = out.read_text()
     items = json.loads(text)["data"] if task == "asqa" else [json.loads(line) for line in text.splitlines()]
     assert len(items) == n_items
@@ -165,8 +254,16 @@ def test_live_retrieval_queries_question_plus_answer_and_caches(tmp_path):
 
     bio_file = tmp_path / "bio.jsonl"
     bio_file.write_text(json.dumps({"input": "Question: Tell me a bio of Kyoto.", "topic": "Kyoto"}) + "\n")
-    config = LongFormConfig(model_name="scripted", input_file=str(bio_file), output_file=str(tmp_path / "o.jsonl"),
-                            task="factscore", mode="always_retrieve", ndocs=2, beam_width=2, max_depth=3)
+    config = LongFormConfig(
+        model_name="scripted",
+        input_file=str(bio_file),
+        output_file=str(tmp_path / "o.jsonl"),
+        task="factscore",
+        mode="always_retrieve",
+        ndocs=2,
+        beam_width=2,
+        max_depth=3,
+    )
     out = run_long_form(config, backend=ScriptedBackend(reply, tok), search=search)
     q = "Question: Tell me a bio of Kyoto."
     # Depth 1: the question; depth 2: both depth-1 paths wrote "Done.", so one cached query serves both.
@@ -189,14 +286,45 @@ def test_live_retrieval_script_end_to_end(tiny_model_dir, tmp_path):
     encoder = str(build_tiny_bert(tmp_path / "bert"))
     passages = [{"id": str(i), "title": f"T{i}", "text": line} for i, line in enumerate(CORPUS.splitlines())]
     corpus = str(write_tsv(tmp_path / "psgs.tsv", passages))
-    assert embed.main(["--model_name_or_path", encoder, "--passages", corpus, "--output_dir", str(tmp_path / "emb")]) == 0
+    assert (
+        embed.main(["--model_name_or_path", encoder, "--passages", corpus, "--output_dir", str(tmp_path / "emb")]) == 0
+    )
     asqa = tmp_path / "asqa.json"
     asqa.write_text(json.dumps([{"question": "Who wrote Hamlet?"}, {"question": "Where is Kyoto?"}]))
     out = tmp_path / "out.json"
-    assert live.main(["--model_name", tiny_model_dir, "--backend", "hf", "--dtype", "float32", "--retriever", encoder,
-                      "--passages", corpus, "--passages_embeddings", str(tmp_path / "emb" / "*"),
-                      "--input_file", str(asqa), "--output_file", str(out), "--task", "asqa",
-                      "--mode", "always_retrieve", "--ndocs", "3", "--max_new_tokens", "4", "--max_depth", "3"]) == 0
+    assert (
+        live.main(
+            [
+                "--model_name",
+                tiny_model_dir,
+                "--backend",
+                "hf",
+                "--dtype",
+                "float32",
+                "--retriever",
+                encoder,
+                "--passages",
+                corpus,
+                "--passages_embeddings",
+                str(tmp_path / "emb" / "*"),
+                "--input_file",
+                str(asqa),
+                "--output_file",
+                str(out),
+                "--task",
+                "asqa",
+                "--mode",
+                "always_retrieve",
+                "--ndocs",
+                "3",
+                "--max_new_tokens",
+                "4",
+                "--max_depth",
+                "3",
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())["data"]
     texts = {p["text"] for p in passages}
     for item in data:

@@ -24,14 +24,27 @@ script = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(script)
 
 ITEMS = [
-    {"question": "Who wrote Hamlet?", "answers": ["Shakespeare"], "ctxs": [
-        {"id": "1", "title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare.", "score": "1.5"},
-        {"id": "2", "title": "Paris", "text": "Paris is the capital of France.", "score": "1.1"}]},
-    {"question": "What is the capital of France?", "answer": "Paris", "ctxs": [
-        {"id": "2", "title": "Paris", "text": "Paris is the capital of France.", "score": "1.3"}]},
-    {"question": "In what country is Kyoto?", "answers": ["Japan"], "ctxs": [
-        {"id": "3", "title": "Kyoto", "text": "Kyoto is a city in Japan.", "score": "1.2"},
-        {"id": "4", "title": "Osaka", "text": "Osaka is a city in Japan.", "score": "1.0"}]},
+    {
+        "question": "Who wrote Hamlet?",
+        "answers": ["Shakespeare"],
+        "ctxs": [
+            {"id": "1", "title": "Hamlet", "text": "Hamlet is a tragedy by William Shakespeare.", "score": "1.5"},
+            {"id": "2", "title": "Paris", "text": "Paris is the capital of France.", "score": "1.1"},
+        ],
+    },
+    {
+        "question": "What is the capital of France?",
+        "answer": "Paris",
+        "ctxs": [{"id": "2", "title": "Paris", "text": "Paris is the capital of France.", "score": "1.3"}],
+    },
+    {
+        "question": "In what country is Kyoto?",
+        "answers": ["Japan"],
+        "ctxs": [
+            {"id": "3", "title": "Kyoto", "text": "Kyoto is a city in Japan.", "score": "1.2"},
+            {"id": "4", "title": "Osaka", "text": "Osaka is a city in Japan.", "score": "1.0"},
+        ],
+    },
 ]
 
 
@@ -41,8 +54,23 @@ def write_jsonl(path: Path, items) -> str:
 
 
 def base_args(model_dir, input_file, output_file, *extra):
-    return ["--model_name", model_dir, "--input_file", input_file, "--output_file", output_file, "--backend", "hf",
-            "--dtype", "float32", "--max_new_tokens", "6", "--ndocs", "2", *extra]
+    return [
+        "--model_name",
+        model_dir,
+        "--input_file",
+        input_file,
+        "--output_file",
+        output_file,
+        "--backend",
+        "hf",
+        "--dtype",
+        "float32",
+        "--max_new_tokens",
+        "6",
+        "--ndocs",
+        "2",
+        *extra,
+    ]
 
 
 def test_help_lists_the_original_flags(capsys):
@@ -50,22 +78,65 @@ def test_help_lists_the_original_flags(capsys):
         script.main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--model_name", "--input_file", "--output_file", "--task", "--mode", "--threshold", "--ndocs",
-                 "--max_new_tokens", "--use_groundness", "--use_grounding", "--use_utility", "--use_seqscore",
-                 "--w_rel", "--w_sup", "--w_use", "--metric", "--dtype", "--world_size", "--download_dir",
-                 "--backend", "--batch_size", "--compat"):
+    for flag in (
+        "--model_name",
+        "--input_file",
+        "--output_file",
+        "--task",
+        "--mode",
+        "--threshold",
+        "--ndocs",
+        "--max_new_tokens",
+        "--use_groundness",
+        "--use_grounding",
+        "--use_utility",
+        "--use_seqscore",
+        "--w_rel",
+        "--w_sup",
+        "--w_use",
+        "--metric",
+        "--dtype",
+        "--world_size",
+        "--download_dir",
+        "--backend",
+        "--batch_size",
+        "--compat",
+    ):
         assert flag in text
 
 
 def test_always_retrieve_output_matches_direct_scoring(tiny_model_dir, hf_backend, tmp_path):
     """Every stored score equals the score of the exact prompt `prompt + [Retrieval]<paragraph>...` on the model."""
     out_file = tmp_path / "out.json"
-    args = base_args(tiny_model_dir, write_jsonl(tmp_path / "in.jsonl", ITEMS), str(out_file),
-                     "--mode", "always_retrieve", "--use_groundness", "--use_utility", "--use_seqscore", "--batch_size", "2")
+    args = base_args(
+        tiny_model_dir,
+        write_jsonl(tmp_path / "in.jsonl", ITEMS),
+        str(out_file),
+        "--mode",
+        "always_retrieve",
+        "--use_groundness",
+        "--use_utility",
+        "--use_seqscore",
+        "--batch_size",
+        "2",
+    )
     assert script.main(args) == 0
     out = json.loads(out_file.read_text())
-    assert set(out) >= {"preds", "prompts", "metric_results", "all_results", "golds", "metric", "metric_mean", "scores",
-                        "retrieve", "retrieval_probs", "retrieval_frequency", "metrics", "config"}
+    assert set(out) >= {
+        "preds",
+        "prompts",
+        "metric_results",
+        "all_results",
+        "golds",
+        "metric",
+        "metric_mean",
+        "scores",
+        "retrieve",
+        "retrieval_probs",
+        "retrieval_frequency",
+        "metrics",
+        "config",
+    }
     assert out["prompts"][0] == "### Instruction:\nWho wrote Hamlet?\n\n### Response:\n"
     assert out["retrieve"] == [True, True, True] and out["retrieval_frequency"] == 1.0
     assert out["golds"] == [["Shakespeare"], ["Paris"], ["Japan"]]
@@ -78,7 +149,9 @@ def test_always_retrieve_output_matches_direct_scoring(tiny_model_dir, hf_backen
         gens = hf_backend.generate(prompts, GenParams(max_tokens=6, watch_token_ids=vocab.all_ids))
         for i, gen in enumerate(gens):
             assert results[f"retrieval_{i}"]["pred"] == gen.text
-            assert results[f"retrieval_{i}"]["score"] == pytest.approx(score_generation(gen, vocab, weights).total, abs=1e-5)
+            assert results[f"retrieval_{i}"]["score"] == pytest.approx(
+                score_generation(gen, vocab, weights).total, abs=1e-5
+            )
     assert out["metric"] == "match"
     assert out["metric_mean"] == sum(out["metric_results"]) / 3
     assert not (tmp_path / "out.json.partial.jsonl").exists()
@@ -132,8 +205,17 @@ def test_resume_after_interruption_loses_and_repeats_nothing(tiny_model_dir, hf_
     input_file = write_jsonl(tmp_path / "in.jsonl", ITEMS)
 
     def config(out):
-        return ShortFormConfig(model_name=tiny_model_dir, input_file=input_file, output_file=str(out), backend="hf",
-                               max_new_tokens=6, ndocs=2, threshold=0.5, batch_size=1, use_utility=True)
+        return ShortFormConfig(
+            model_name=tiny_model_dir,
+            input_file=input_file,
+            output_file=str(out),
+            backend="hf",
+            max_new_tokens=6,
+            ndocs=2,
+            threshold=0.5,
+            batch_size=1,
+            use_utility=True,
+        )
 
     reference = run_short_form(config(tmp_path / "ref.json"), backend=hf_backend)
 
@@ -165,10 +247,28 @@ def test_resume_refuses_other_settings(tiny_model_dir, tmp_path):
         ([ITEMS[0], {"question": "q", "answers": ["a"], "ctxs": []}], [], r"in\.jsonl:2: 'ctxs' is empty"),
         ([ITEMS[0], {"answers": ["a"], "ctxs": ITEMS[0]["ctxs"]}], [], r"in\.jsonl:2: missing field 'question'"),
         ([{"question": "q", "ctxs": ITEMS[0]["ctxs"]}], [], r"in\.jsonl:1: missing field 'answers'"),
-        ([{"question": "q", "answers": ["a"], "ctxs": [{"title": "t"}]}], [], r"ctxs\[0\] must be an object with a string 'text'"),
-        ([{"question": "q", "answerKey": "A", "ctxs": ITEMS[0]["ctxs"]}], ["--task", "arc_c"], r"in\.jsonl:1: field 'choices'"),
-        ([{"question": "q", "answerKey": "E", "choices": {"text": ["x", "y"], "label": ["A", "B"]}, "ctxs": ITEMS[0]["ctxs"]}],
-         ["--task", "arc_c"], r"in\.jsonl:1: answerKey 'E' is not among the choice labels"),
+        (
+            [{"question": "q", "answers": ["a"], "ctxs": [{"title": "t"}]}],
+            [],
+            r"ctxs\[0\] must be an object with a string 'text'",
+        ),
+        (
+            [{"question": "q", "answerKey": "A", "ctxs": ITEMS[0]["ctxs"]}],
+            ["--task", "arc_c"],
+            r"in\.jsonl:1: field 'choices'",
+        ),
+        (
+            [
+                {
+                    "question": "q",
+                    "answerKey": "E",
+                    "choices": {"text": ["x", "y"], "label": ["A", "B"]},
+                    "ctxs": ITEMS[0]["ctxs"],
+                }
+            ],
+            ["--task", "arc_c"],
+            r"in\.jsonl:1: answerKey 'E' is not among the choice labels",
+        ),
     ],
 )
 def test_bad_input_names_file_line_and_field(tiny_model_dir, tmp_path, caplog, lines, extra, message):
@@ -219,7 +319,9 @@ def test_yaml_config_is_layered_under_flags(tiny_model_dir, tmp_path):
     from selfrag.cli import parse_config
 
     yaml_file = tmp_path / "c.yaml"
-    yaml_file.write_text(f"model_name: {tiny_model_dir}\ninput_file: a.jsonl\noutput_file: b.json\nndocs: 5\nthreshold: 0.2\n")
+    yaml_file.write_text(
+        f"model_name: {tiny_model_dir}\ninput_file: a.jsonl\noutput_file: b.json\nndocs: 5\nthreshold: 0.2\n"
+    )
     config = parse_config(ShortFormConfig, ["--config", str(yaml_file), "--ndocs", "3"])
     assert (config.ndocs, config.threshold, config.input_file) == (3, 0.2, "a.jsonl")
     yaml_file.write_text("ndoc: 5\n")
@@ -239,8 +341,19 @@ def test_yaml_config_is_layered_under_flags(tiny_model_dir, tmp_path):
 def test_shipped_eval_samples_end_to_end(tiny_model_dir, tmp_path, file, task, n_items):
     out_file = tmp_path / "out.json"
     extra = ["--task", task] if task else []
-    args = base_args(tiny_model_dir, str(ROOT / "eval_data" / file), str(out_file), "--threshold", "0.2",
-                     "--use_groundness", "--use_utility", "--use_seqscore", "--max_new_tokens", "3", *extra)
+    args = base_args(
+        tiny_model_dir,
+        str(ROOT / "eval_data" / file),
+        str(out_file),
+        "--threshold",
+        "0.2",
+        "--use_groundness",
+        "--use_utility",
+        "--use_seqscore",
+        "--max_new_tokens",
+        "3",
+        *extra,
+    )
     assert script.main(args) == 0
     out = json.loads(out_file.read_text())
     assert len(out["preds"]) == len(out["metric_results"]) == len(out["all_results"]) == n_items

@@ -25,9 +25,7 @@ ln = math.log
 
 
 def first_pass(p_ret: float, p_noret: float, starts_with: str = "[Retrieval]") -> Generation:
-    return make_generation(
-        [starts_with, "Paris"], IDS, {0: {"[Retrieval]": ln(p_ret), "[No Retrieval]": ln(p_noret)}}
-    )
+    return make_generation([starts_with, "Paris"], IDS, {0: {"[Retrieval]": ln(p_ret), "[No Retrieval]": ln(p_noret)}})
 
 
 def answer(text: str, p_rel: float, sup: tuple[float, float, float], use: dict[int, float], cum: float = -2.0):
@@ -79,8 +77,12 @@ def test_adaptive_retrieval_scores_and_batches_all_items_together():
     ]
     a, b = out
     assert a.retrieve is True and a.retrieval_prob == pytest.approx(0.9)
-    assert a.results["retrieval_0"]["score"] == pytest.approx(expected_total(0.8, (0.7, 0.2, 0.1), {5: 0.6, 4: 0.4}, -2.0))
-    assert a.results["retrieval_1"]["score"] == pytest.approx(expected_total(0.3, (0.1, 0.2, 0.7), {1: 0.9, 2: 0.1}, -2.0))
+    assert a.results["retrieval_0"]["score"] == pytest.approx(
+        expected_total(0.8, (0.7, 0.2, 0.1), {5: 0.6, 4: 0.4}, -2.0)
+    )
+    assert a.results["retrieval_1"]["score"] == pytest.approx(
+        expected_total(0.3, (0.1, 0.2, 0.7), {1: 0.9, 2: 0.1}, -2.0)
+    )
     assert a.results["retrieval_0"]["ctx"] == CTXS[0]
     assert a.results["no_retrieval"] == "[Retrieval]Paris"
     assert a.pred == "Paris"
@@ -104,14 +106,19 @@ def test_compat_original_uses_the_inverted_log_prob_ratio():
     ratio = ln(0.9) / (ln(0.9) + ln(0.1))
     assert ratio == pytest.approx(0.0437, abs=1e-4)
     fixed = run_batch(ScriptedBackend(script), VOCAB, [P], [CTXS[:1]], settings(threshold=0.2, ndocs=1))
-    compat = run_batch(ScriptedBackend(script), VOCAB, [P], [CTXS[:1]], settings(threshold=0.2, ndocs=1, compat="original"))
+    compat = run_batch(
+        ScriptedBackend(script), VOCAB, [P], [CTXS[:1]], settings(threshold=0.2, ndocs=1, compat="original")
+    )
     assert fixed[0].retrieve is True
     assert compat[0].retrieve is False
     assert compat[0].original_ratio == pytest.approx(ratio)
 
 
 def test_no_threshold_follows_the_models_own_choice_from_token_ids():
-    retrieve = {P: first_pass(0.4, 0.6, starts_with="[Retrieval]"), P + format_evidence(CTXS[0]): answer("Paris", 0.8, (1, 1, 1), {5: 1.0})}
+    retrieve = {
+        P: first_pass(0.4, 0.6, starts_with="[Retrieval]"),
+        P + format_evidence(CTXS[0]): answer("Paris", 0.8, (1, 1, 1), {5: 1.0}),
+    }
     no = {P: first_pass(0.6, 0.4, starts_with="[No Retrieval]"), P + "[No Retrieval]": make_generation(["Paris"], IDS)}
     # Decided from ids even though p(Ret) says otherwise: the greedy token is what the model chose.
     assert run_batch(ScriptedBackend(retrieve), VOCAB, [P], [CTXS[:1]], settings(ndocs=1))[0].retrieve is True
@@ -135,9 +142,15 @@ def test_always_retrieve_skips_the_first_pass_and_works_with_one_passage():
 def test_closed_task_sums_scores_per_answer():
     # "true" has the single best passage (score 0.9), but two passages saying "false" sum to 1.1.
     script = {
-        P + format_evidence(CTXS[0]): make_generation(["[Relevant]", "true"], IDS, {0: {"[Relevant]": ln(0.9), "[Irrelevant]": ln(0.1)}}),
-        P + format_evidence(CTXS[1]): make_generation(["[Relevant]", "false"], IDS, {0: {"[Relevant]": ln(0.6), "[Irrelevant]": ln(0.4)}}),
-        P + format_evidence(CTXS[2]): make_generation(["[Relevant]", "false"], IDS, {0: {"[Relevant]": ln(0.5), "[Irrelevant]": ln(0.5)}}),
+        P + format_evidence(CTXS[0]): make_generation(
+            ["[Relevant]", "true"], IDS, {0: {"[Relevant]": ln(0.9), "[Irrelevant]": ln(0.1)}}
+        ),
+        P + format_evidence(CTXS[1]): make_generation(
+            ["[Relevant]", "false"], IDS, {0: {"[Relevant]": ln(0.6), "[Irrelevant]": ln(0.4)}}
+        ),
+        P + format_evidence(CTXS[2]): make_generation(
+            ["[Relevant]", "false"], IDS, {0: {"[Relevant]": ln(0.5), "[Irrelevant]": ln(0.5)}}
+        ),
     }
     closed = settings(mode="always_retrieve", ndocs=3, closed=True, weights=Weights())
     open_ = settings(mode="always_retrieve", ndocs=3, closed=False, weights=Weights())
@@ -157,7 +170,9 @@ def test_ties_go_to_the_first_passage_and_first_answer():
 
 
 def test_open_answer_compat_returns_text_without_special_tokens_but_keeps_newlines():
-    gen = make_generation(["[Relevant]", "Paris", "\n", "is it", "[Continue to Use Evidence]"], IDS, {0: {"[Relevant]": 0.0}})
+    gen = make_generation(
+        ["[Relevant]", "Paris", "\n", "is it", "[Continue to Use Evidence]"], IDS, {0: {"[Relevant]": 0.0}}
+    )
     backend = ScriptedBackend({P + format_evidence(CTXS[0]): gen})
     base = settings(mode="always_retrieve", ndocs=1, weights=Weights())
     compat = settings(mode="always_retrieve", ndocs=1, weights=Weights(), compat="original")

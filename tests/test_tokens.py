@@ -194,7 +194,9 @@ def test_each_reflection_token_encodes_to_one_id(tiny_tokenizer):
 
 def test_reflection_tokens_stay_single_ids_inside_text(tiny_tokenizer):
     vocab = ReflectionVocab.from_tokenizer(tiny_tokenizer)
-    ids = tiny_tokenizer.encode("Paris[Retrieval]<paragraph>France\nParis</paragraph>[Relevant]", add_special_tokens=False)
+    ids = tiny_tokenizer.encode(
+        "Paris[Retrieval]<paragraph>France\nParis</paragraph>[Relevant]", add_special_tokens=False
+    )
     for tok in ("[Retrieval]", "<paragraph>", "</paragraph>", "[Relevant]"):
         assert ids.count(vocab[tok]) == 1
     assert ids[-1] == vocab["[Relevant]"]

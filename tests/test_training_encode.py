@@ -77,8 +77,20 @@ def test_no_paragraph_masks_only_the_prompt_and_the_original_keeps_its_last_toke
 
 def test_prompt_with_input_uses_prompt_input_and_is_masked_whole(tok):
     tokens, labels, _ = encode(tok, "[No Retrieval]Shakespeare", input="Consider this")
-    prompt = ["<s>", "###", "Instruction:", "Who", "wrote", "Hamlet?", "###", "Input:", "Consider", "this", "###",
-              "Response:"]
+    prompt = [
+        "<s>",
+        "###",
+        "Instruction:",
+        "Who",
+        "wrote",
+        "Hamlet?",
+        "###",
+        "Input:",
+        "Consider",
+        "this",
+        "###",
+        "Response:",
+    ]
     assert tokens == [*prompt, "[No Retrieval]", "Shakespeare", "</s>"]
     assert labels == [M] * 12 + ["[No Retrieval]", "Shakespeare", "</s>"]
     _, original, _ = encode(tok, "[No Retrieval]Shakespeare", input="Consider this", original=True)
@@ -87,10 +99,39 @@ def test_prompt_with_input_uses_prompt_input_and_is_masked_whole(tok):
 
 def test_one_paragraph_masks_its_interior_under_both_rules(tok):
     tokens, labels, _ = encode(tok, ONE)
-    assert tokens == [*PROMPT, "[Retrieval]", "<paragraph>", "Hamlet", "is", "a", "play", "</paragraph>", "[Relevant]",
-                      "Shakespeare", "wrote", "it.", "[Fully supported]", "[Utility:5]", "</s>"]
-    target = ["[Retrieval]", "<paragraph>", M, M, M, M, "</paragraph>", "[Relevant]", "Shakespeare", "wrote", "it.",
-              "[Fully supported]", "[Utility:5]", "</s>"]
+    assert tokens == [
+        *PROMPT,
+        "[Retrieval]",
+        "<paragraph>",
+        "Hamlet",
+        "is",
+        "a",
+        "play",
+        "</paragraph>",
+        "[Relevant]",
+        "Shakespeare",
+        "wrote",
+        "it.",
+        "[Fully supported]",
+        "[Utility:5]",
+        "</s>",
+    ]
+    target = [
+        "[Retrieval]",
+        "<paragraph>",
+        M,
+        M,
+        M,
+        M,
+        "</paragraph>",
+        "[Relevant]",
+        "Shakespeare",
+        "wrote",
+        "it.",
+        "[Fully supported]",
+        "[Utility:5]",
+        "</s>",
+    ]
     assert labels == [M] * 8 + target
     assert encode(tok, ONE, original=True)[1] == [M] * 7 + ["Response:"] + target
 
@@ -98,22 +139,64 @@ def test_one_paragraph_masks_its_interior_under_both_rules(tok):
 def test_two_paragraphs_each_masked_on_its_own_while_the_original_drops_the_segment_between(tok):
     _, labels, _ = encode(tok, TWO)
     assert labels == [M] * 8 + [
-        "[Retrieval]", "<paragraph>", M, M, M, M, "</paragraph>", "[Relevant]", "Shakespeare", "wrote", "it.",
-        "[Fully supported]", "[Retrieval]", "<paragraph>", M, M, M, "</paragraph>", "[Relevant]", "He", "was",
-        "English.", "[Partially supported]", "[Utility:4]", "</s>",
+        "[Retrieval]",
+        "<paragraph>",
+        M,
+        M,
+        M,
+        M,
+        "</paragraph>",
+        "[Relevant]",
+        "Shakespeare",
+        "wrote",
+        "it.",
+        "[Fully supported]",
+        "[Retrieval]",
+        "<paragraph>",
+        M,
+        M,
+        M,
+        "</paragraph>",
+        "[Relevant]",
+        "He",
+        "was",
+        "English.",
+        "[Partially supported]",
+        "[Utility:4]",
+        "</s>",
     ]
     _, original, _ = encode(tok, TWO, original=True)
     assert original == [M] * 7 + ["Response:"] + [
-        "[Retrieval]", "<paragraph>", *[M] * 15, "</paragraph>", "[Relevant]", "He", "was", "English.",
-        "[Partially supported]", "[Utility:4]", "</s>",
+        "[Retrieval]",
+        "<paragraph>",
+        *[M] * 15,
+        "</paragraph>",
+        "[Relevant]",
+        "He",
+        "was",
+        "English.",
+        "[Partially supported]",
+        "[Utility:4]",
+        "</s>",
     ]
 
 
 def test_unclosed_paragraph_masks_to_the_end_while_the_original_keeps_the_last_token(tok):
     output = "[Retrieval]<paragraph>Hamlet is a play[Relevant]Shakespeare wrote it."
     tokens, labels, _ = encode(tok, output)
-    assert tokens[8:] == ["[Retrieval]", "<paragraph>", "Hamlet", "is", "a", "play", "[Relevant]", "Shakespeare",
-                          "wrote", "it.", "</s>"]
+    assert tokens[8:] == [
+        "[Retrieval]",
+        "<paragraph>",
+        "Hamlet",
+        "is",
+        "a",
+        "play",
+        "[Relevant]",
+        "Shakespeare",
+        "wrote",
+        "it.",
+        "</s>",
+    ]
     assert labels == [M] * 8 + ["[Retrieval]", "<paragraph>"] + [M] * 9
     _, original, _ = encode(tok, output, original=True)
     assert original == [M] * 7 + ["Response:", "[Retrieval]", "<paragraph>"] + [M] * 8 + ["</s>"]
@@ -122,8 +205,20 @@ def test_unclosed_paragraph_masks_to_the_end_while_the_original_keeps_the_last_t
 def test_closed_then_unclosed_paragraph_under_both_rules(tok):
     output = "[Retrieval]<paragraph>Hamlet is a play</paragraph>[Relevant]He was[Retrieval]<paragraph>The Globe theatre"
     _, labels, _ = encode(tok, output)
-    head = ["[Retrieval]", "<paragraph>", M, M, M, M, "</paragraph>", "[Relevant]", "He", "was", "[Retrieval]",
-            "<paragraph>"]
+    head = [
+        "[Retrieval]",
+        "<paragraph>",
+        M,
+        M,
+        M,
+        M,
+        "</paragraph>",
+        "[Relevant]",
+        "He",
+        "was",
+        "[Retrieval]",
+        "<paragraph>",
+    ]
     assert labels == [M] * 8 + head + [M, M, M, M]  # the passage and the EOS after it
     _, original, _ = encode(tok, output, original=True)
     assert original == [M] * 7 + ["Response:"] + head + [M, M, M, "</s>"]  # the original's second span stops at -1
@@ -205,16 +300,41 @@ def test_eos_is_appended_as_an_id_once(tok):
 def test_docstring_example_of_encode_example(tok):
     output = "[Retrieval]<paragraph>Hamlet is a play</paragraph>[Relevant]Shakespeare.[Utility:5]"
     tokens, labels, _ = encode(tok, output)
-    assert tokens == [*PROMPT, "[Retrieval]", "<paragraph>", "Hamlet", "is", "a", "play", "</paragraph>",
-                      "[Relevant]", "Shakespeare.", "[Utility:5]", "</s>"]
-    assert labels == [M] * 8 + ["[Retrieval]", "<paragraph>", M, M, M, M, "</paragraph>", "[Relevant]",
-                                "Shakespeare.", "[Utility:5]", "</s>"]
+    assert tokens == [
+        *PROMPT,
+        "[Retrieval]",
+        "<paragraph>",
+        "Hamlet",
+        "is",
+        "a",
+        "play",
+        "</paragraph>",
+        "[Relevant]",
+        "Shakespeare.",
+        "[Utility:5]",
+        "</s>",
+    ]
+    assert labels == [M] * 8 + [
+        "[Retrieval]",
+        "<paragraph>",
+        M,
+        M,
+        M,
+        M,
+        "</paragraph>",
+        "[Relevant]",
+        "Shakespeare.",
+        "[Utility:5]",
+        "</s>",
+    ]
 
 
 def test_collator_pads_ids_labels_and_mask():
     batch = PaddingCollator(pad_token_id=3, pad_to_multiple_of=4)(
-        [{"input_ids": [1, 5, 6], "labels": [-100, 5, 6], "attention_mask": [1, 1, 1], "extra": 0},
-         {"input_ids": [1], "labels": [1]}]
+        [
+            {"input_ids": [1, 5, 6], "labels": [-100, 5, 6], "attention_mask": [1, 1, 1], "extra": 0},
+            {"input_ids": [1], "labels": [1]},
+        ]
     )
     assert batch["input_ids"].tolist() == [[1, 5, 6, 3], [1, 3, 3, 3]]
     assert batch["labels"].tolist() == [[-100, 5, 6, -100], [1, -100, -100, -100]]

@@ -24,14 +24,23 @@ finetune = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(finetune)
 
 ROWS = [
-    {"instruction": "Who wrote Pride and Prejudice?", "input": "",
-     "output": "[Retrieval]<paragraph>Pride and Prejudice\nA novel by Jane Austen.</paragraph>[Relevant]Jane Austen "
-               "wrote it.[Fully supported][Utility:5]"},
-    {"instruction": "What is the capital of France?", "input": "",
-     "output": "[No Retrieval]The capital of France is Paris.[Utility:5]"},
-    {"instruction": "Is the following statement correct or not?", "input": "Water boils at 100 degrees.",
-     "output": "[Retrieval]<paragraph>Water\nWater boils at 100 degrees Celsius.</paragraph>[Relevant]true"
-               "[Fully supported][Retrieval]<paragraph>Boiling\nAt sea level.</paragraph>[Irrelevant]Yes.[Utility:4]"},
+    {
+        "instruction": "Who wrote Pride and Prejudice?",
+        "input": "",
+        "output": "[Retrieval]<paragraph>Pride and Prejudice\nA novel by Jane Austen.</paragraph>[Relevant]Jane Austen "
+        "wrote it.[Fully supported][Utility:5]",
+    },
+    {
+        "instruction": "What is the capital of France?",
+        "input": "",
+        "output": "[No Retrieval]The capital of France is Paris.[Utility:5]",
+    },
+    {
+        "instruction": "Is the following statement correct or not?",
+        "input": "Water boils at 100 degrees.",
+        "output": "[Retrieval]<paragraph>Water\nWater boils at 100 degrees Celsius.</paragraph>[Relevant]true"
+        "[Fully supported][Retrieval]<paragraph>Boiling\nAt sea level.</paragraph>[Irrelevant]Yes.[Utility:4]",
+    },
 ]
 
 
@@ -60,15 +69,29 @@ def base_model_dir(tmp_path_factory):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS.splitlines() + [r["output"] for r in ROWS], trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(fast),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=False,
+        )
+    )
     path = tmp_path_factory.mktemp("base")
     model.save_pretrained(path)
     fast.save_pretrained(path)
@@ -81,10 +104,17 @@ def train_file(tmp_path_factory):
 
 
 def config(model_dir, train_file, output_dir, **kwargs) -> FinetuneConfig:
-    defaults = dict(use_special_tokens=True, per_device_train_batch_size=2, num_train_epochs=1, learning_rate=1e-3,
-                    seed=0, max_seq_length=256)
-    return FinetuneConfig(model_name_or_path=str(model_dir), train_file=train_file, output_dir=str(output_dir),
-                          **{**defaults, **kwargs})
+    defaults = dict(
+        use_special_tokens=True,
+        per_device_train_batch_size=2,
+        num_train_epochs=1,
+        learning_rate=1e-3,
+        seed=0,
+        max_seq_length=256,
+    )
+    return FinetuneConfig(
+        model_name_or_path=str(model_dir), train_file=train_file, output_dir=str(output_dir), **{**defaults, **kwargs}
+    )
 
 
 def load(path):
@@ -113,8 +143,15 @@ def test_two_updates_lower_the_loss_on_a_repeated_batch_and_move_every_weight(ti
 def test_train_adds_tokens_learns_and_saves_a_model_hf_loads(base_model_dir, train_file, tmp_path):
     base, base_tok = load(base_model_dir)
     assert base_tok.pad_token is None and "[Retrieval]" not in base_tok.get_vocab()
-    result = train(config(base_model_dir, write_jsonl(tmp_path / "rep.jsonl", [ROWS[2]] * 4), tmp_path / "out",
-                          max_train_steps=3, lr_scheduler_type="constant"))
+    result = train(
+        config(
+            base_model_dir,
+            write_jsonl(tmp_path / "rep.jsonl", [ROWS[2]] * 4),
+            tmp_path / "out",
+            max_train_steps=3,
+            lr_scheduler_type="constant",
+        )
+    )
     assert result.completed_steps == 3 and result.losses[0] > result.losses[1] > result.losses[2]
     assert result.encode_stats.num_kept == 4 and result.tokens_per_second > 0
 
@@ -131,8 +168,9 @@ def test_train_adds_tokens_learns_and_saves_a_model_hf_loads(base_model_dir, tra
     assert not torch.allclose(trained, mean) and torch.allclose(trained, mean, atol=0.05)
     unused = model.get_input_embeddings().weight[vocab["[Utility:1]"]]  # in no example: only Adam's zero-grad path
     torch.testing.assert_close(unused, mean)
-    out = model.generate(torch.tensor([tok.encode("### Instruction:\nHi\n\n### Response:\n")]), max_new_tokens=3,
-                         do_sample=False)
+    out = model.generate(
+        torch.tensor([tok.encode("### Instruction:\nHi\n\n### Response:\n")]), max_new_tokens=3, do_sample=False
+    )
     assert out.shape[1] > 0
     saved = json.loads((tmp_path / "out" / "finetune_config.json").read_text())
     assert saved["use_special_tokens"] is True and saved["original_masking"] is False
@@ -142,14 +180,25 @@ def test_train_adds_tokens_learns_and_saves_a_model_hf_loads(base_model_dir, tra
 def test_lora_trains_the_reflection_token_rows_unless_asked_not_to(base_model_dir, train_file, tmp_path, rows_mode):
     base, base_tok = load(base_model_dir)
     old = len(base_tok)
-    result = train(config(base_model_dir, train_file, tmp_path / "out", use_lora=True, lora_rank=4,
-                          lora_new_token_rows=rows_mode, learning_rate=1e-2))
+    result = train(
+        config(
+            base_model_dir,
+            train_file,
+            tmp_path / "out",
+            use_lora=True,
+            lora_rank=4,
+            lora_new_token_rows=rows_mode,
+            learning_rate=1e-2,
+        )
+    )
     assert result.completed_steps == 3
     model, tok = load(tmp_path / "out")  # LoRA merged: a plain HF model
     assert (tmp_path / "out" / "adapter" / "adapter_config.json").is_file()
     ids = [ReflectionVocab.from_tokenizer(tok)[t] for t in ("[Retrieval]", "<paragraph>", "[Relevant]")]
-    for new, old_weight in ((model.get_input_embeddings().weight, base.get_input_embeddings().weight),
-                            (model.get_output_embeddings().weight, base.get_output_embeddings().weight)):
+    for new, old_weight in (
+        (model.get_input_embeddings().weight, base.get_input_embeddings().weight),
+        (model.get_output_embeddings().weight, base.get_output_embeddings().weight),
+    ):
         mean = old_weight[:old].mean(0)
         moved = [not torch.allclose(new[i], mean) for i in ids]
         assert all(moved) if rows_mode != "none" else not any(moved)
@@ -169,8 +218,15 @@ def test_checkpoints_load_in_hf_and_resume_gives_the_same_weights(tiny_model_dir
     step_model, step_tok = load(tmp_path / "full" / "step_4")  # a checkpoint is also an HF model folder
     ReflectionVocab.from_tokenizer(step_tok)
 
-    resumed = train(config(tiny_model_dir, train_file, tmp_path / "resumed", num_train_epochs=2,
-                           resume_from_checkpoint=str(tmp_path / "full" / "step_4")))
+    resumed = train(
+        config(
+            tiny_model_dir,
+            train_file,
+            tmp_path / "resumed",
+            num_train_epochs=2,
+            resume_from_checkpoint=str(tmp_path / "full" / "step_4"),
+        )
+    )
     assert resumed.completed_steps == 6 and len(resumed.losses) == 2
     assert resumed.losses == pytest.approx(full.losses[4:], rel=1e-4)
     final, _ = load(tmp_path / "full")
@@ -179,15 +235,25 @@ def test_checkpoints_load_in_hf_and_resume_gives_the_same_weights(tiny_model_dir
         torch.testing.assert_close(p, q, msg=name)
     assert not torch.allclose(step_model.lm_head.weight, final.lm_head.weight)
 
-    latest = train(config(tiny_model_dir, train_file, tmp_path / "full", num_train_epochs=2,
-                          resume_from_checkpoint="latest"))
+    latest = train(
+        config(tiny_model_dir, train_file, tmp_path / "full", num_train_epochs=2, resume_from_checkpoint="latest")
+    )
     assert latest.completed_steps == 6 and latest.losses == []  # step_6 is the end already
 
 
 def test_gradient_accumulation_and_epoch_checkpoints(tiny_model_dir, train_file, tmp_path):
-    result = train(config(tiny_model_dir, train_file, tmp_path / "out", per_device_train_batch_size=1,
-                          gradient_accumulation_steps=4, checkpointing_steps="epoch", logging_steps=1,
-                          warmup_ratio=0.5))
+    result = train(
+        config(
+            tiny_model_dir,
+            train_file,
+            tmp_path / "out",
+            per_device_train_batch_size=1,
+            gradient_accumulation_steps=4,
+            checkpointing_steps="epoch",
+            logging_steps=1,
+            warmup_ratio=0.5,
+        )
+    )
     assert result.completed_steps == 2  # ceil(6 micro-batches / 4)
     state = json.loads((tmp_path / "out" / "epoch_0" / "trainer_state.json").read_text())
     assert state == {"completed_steps": 2, "epoch": 1, "batches_in_epoch": 0}
@@ -195,10 +261,30 @@ def test_gradient_accumulation_and_epoch_checkpoints(tiny_model_dir, train_file,
 
 def test_finetune_script_end_to_end(tiny_model_dir, train_file, tmp_path, caplog):
     out = tmp_path / "out"
-    code = finetune.main(["--model_name_or_path", tiny_model_dir, "--use_special_tokens", "--train_file", train_file,
-                          "--output_dir", str(out), "--per_device_train_batch_size", "2", "--num_train_epochs", "1",
-                          "--logging_steps", "1", "--learning_rate", "1e-3", "--seed", "1", "--original_masking",
-                          "--preprocessing_num_workers", "1"])
+    code = finetune.main(
+        [
+            "--model_name_or_path",
+            tiny_model_dir,
+            "--use_special_tokens",
+            "--train_file",
+            train_file,
+            "--output_dir",
+            str(out),
+            "--per_device_train_batch_size",
+            "2",
+            "--num_train_epochs",
+            "1",
+            "--logging_steps",
+            "1",
+            "--learning_rate",
+            "1e-3",
+            "--seed",
+            "1",
+            "--original_masking",
+            "--preprocessing_num_workers",
+            "1",
+        ]
+    )
     assert code == 0
     model, tok = load(out)
     assert len(tok) == model.config.vocab_size and ReflectionVocab.from_tokenizer(tok)
@@ -220,12 +306,37 @@ def test_help_lists_the_original_flags(capsys):
         finetune.main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("model_name_or_path", "tokenizer_name", "use_special_tokens", "train_file", "max_seq_length",
-                 "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type",
-                 "warmup_ratio", "num_train_epochs", "output_dir", "use_lora", "lora_rank", "lora_alpha",
-                 "lora_dropout", "with_tracking", "report_to", "logging_steps", "checkpointing_steps", "seed",
-                 "use_flash_attn", "weight_decay", "preprocessing_num_workers", "low_cpu_mem_usage",
-                 "gradient_checkpointing", "resume_from_checkpoint", "original_masking", "use_slow_tokenizer"):
+    for flag in (
+        "model_name_or_path",
+        "tokenizer_name",
+        "use_special_tokens",
+        "train_file",
+        "max_seq_length",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "learning_rate",
+        "lr_scheduler_type",
+        "warmup_ratio",
+        "num_train_epochs",
+        "output_dir",
+        "use_lora",
+        "lora_rank",
+        "lora_alpha",
+        "lora_dropout",
+        "with_tracking",
+        "report_to",
+        "logging_steps",
+        "checkpointing_steps",
+        "seed",
+        "use_flash_attn",
+        "weight_decay",
+        "preprocessing_num_workers",
+        "low_cpu_mem_usage",
+        "gradient_checkpointing",
+        "resume_from_checkpoint",
+        "original_masking",
+        "use_slow_tokenizer",
+    ):
         assert f"--{flag}" in text
 
 
@@ -244,8 +355,16 @@ def test_clear_errors(tiny_model_dir, train_file, tmp_path):
 
 
 def test_gradient_checkpointing_and_no_special_tokens_adds_only_pad(base_model_dir, train_file, tmp_path):
-    result = train(config(base_model_dir, train_file, tmp_path / "out", use_special_tokens=False,
-                          gradient_checkpointing=True, max_train_steps=1))
+    result = train(
+        config(
+            base_model_dir,
+            train_file,
+            tmp_path / "out",
+            use_special_tokens=False,
+            gradient_checkpointing=True,
+            max_train_steps=1,
+        )
+    )
     assert result.completed_steps == 1
     model, tok = load(tmp_path / "out")
     assert tok.pad_token == "<pad>" and "[Retrieval]" not in tok.get_vocab() and model.config.vocab_size == len(tok)
@@ -257,8 +376,17 @@ def test_lora_trainable_tokens_on_tied_embeddings_train_only_those_rows():
     from selfrag.training.model import apply_lora
 
     torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                        num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True))
+    base = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=40,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        )
+    )
     before = base.get_input_embeddings().weight.detach().clone()
     cfg = FinetuneConfig(model_name_or_path="m", train_file="t.jsonl", output_dir="o", use_lora=True, lora_rank=2)
     model = apply_lora(base, cfg, token_ids=[37, 38, 39])

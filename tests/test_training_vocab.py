@@ -42,8 +42,14 @@ def llama2_style():
 
     byte_tokens = [f"<0x{b:02X}>" for b in range(256)]  # ids 3..258, as in Llama-2's SentencePiece model
     decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace(prepend_scheme="first")])
-    tok = _bpe(pre_tokenizers.Metaspace(prepend_scheme="first"), decoder,
-               ["<unk>", "<s>", "</s>", *byte_tokens], byte_fallback=True, vocab_size=500, unk="<unk>")
+    tok = _bpe(
+        pre_tokenizers.Metaspace(prepend_scheme="first"),
+        decoder,
+        ["<unk>", "<s>", "</s>", *byte_tokens],
+        byte_fallback=True,
+        vocab_size=500,
+        unk="<unk>",
+    )
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
@@ -59,7 +65,9 @@ def llama3_style():
         single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
+        tokenizer_object=tok,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|end_of_text|>",
         extra_special_tokens=["<|reserved_special_token_0|>", "<|eot_id|>"],
     )
 
@@ -72,7 +80,9 @@ def qwen_style():
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tok = _bpe(pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel(), special)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
         extra_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
 
@@ -171,13 +181,21 @@ def _tiny_llama(vocab_rows: int, tied: bool):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab_rows, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=tied)
+    config = LlamaConfig(
+        vocab_size=vocab_rows,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        tie_word_embeddings=tied,
+    )
     return LlamaForCausalLM(config)
 
 
-@pytest.mark.parametrize("style,tied,extra_rows", [("llama2", False, 0), ("gpt2", True, 0), ("qwen2.5", True, 64),
-                                                   ("llama3", False, 0)])
+@pytest.mark.parametrize(
+    "style,tied,extra_rows", [("llama2", False, 0), ("gpt2", True, 0), ("qwen2.5", True, 64), ("llama3", False, 0)]
+)
 def test_new_rows_are_the_mean_of_the_old_rows_input_and_output(style, tied, extra_rows):
     tok = STYLES[style]()
     rows = len(tok) + extra_rows  # Qwen2.5 pads its embedding matrix beyond the tokenizer

@@ -15,7 +15,15 @@ from selfrag.errors import BackendError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Generation", "GenerationBackend", "GenParams", "ModelConfig", "default_backend", "load_backend", "open_backend"]
+__all__ = [
+    "Generation",
+    "GenerationBackend",
+    "GenParams",
+    "ModelConfig",
+    "default_backend",
+    "load_backend",
+    "open_backend",
+]
 
 
 def default_backend() -> str:
@@ -80,9 +88,15 @@ def open_backend(config: ModelConfig, backend: GenerationBackend | None = None) 
         return
     name = default_backend() if config.backend == "auto" else config.backend
     logger.info("loading %s with the %s backend", config.model_name, name)
-    built = load_backend(name, config.model_name, dtype=config.dtype, world_size=config.world_size,
-                         download_dir=config.download_dir, max_batch_size=config.max_batch_size,
-                         max_model_len=config.max_model_len)
+    built = load_backend(
+        name,
+        config.model_name,
+        dtype=config.dtype,
+        world_size=config.world_size,
+        download_dir=config.download_dir,
+        max_batch_size=config.max_batch_size,
+        max_model_len=config.max_model_len,
+    )
     try:
         yield built
     finally:

@@ -133,7 +133,9 @@ class OpenAIBackend(GenerationBackend):
     def request_kwargs(self, prompt: str, params: GenParams) -> dict[str, Any]:
         """The body of one request (without `stream`, `n` and other defaults the API fills in)."""
         kwargs: dict[str, Any] = {
-            "model": self.model, "max_tokens": params.max_tokens, "temperature": params.temperature
+            "model": self.model,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
         }
         if params.top_p < 1.0:
             kwargs["top_p"] = params.top_p
@@ -151,8 +153,11 @@ class OpenAIBackend(GenerationBackend):
                 raise BackendError(f"{self.base_url}: the response has no choices")
             content = response.choices[0].message.content
             if content is None:
-                logger.warning("%s returned no message content (finish_reason=%s); using ''",
-                               self.model, response.choices[0].finish_reason)
+                logger.warning(
+                    "%s returned no message content (finish_reason=%s); using ''",
+                    self.model,
+                    response.choices[0].finish_reason,
+                )
             return content or ""
         response = self.client.completions.create(**kwargs)
         if not response.choices:

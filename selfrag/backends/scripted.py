@@ -62,4 +62,6 @@ def make_generation(
         step = dict.fromkeys(vocab_ids.values(), floor)
         step.update({vocab_ids[tok]: lp for tok, lp in logprobs.get(t, {}).items()})
         steps.append(step)
-    return Generation(text="".join(pieces), token_ids=token_ids, cumulative_logprob=cumulative_logprob, step_logprobs=steps)
+    return Generation(
+        text="".join(pieces), token_ids=token_ids, cumulative_logprob=cumulative_logprob, step_logprobs=steps
+    )

@@ -77,9 +77,16 @@ class Node:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "parent": self.parent, "depth": self.depth, "pred": self.pred, "segment": self.segment,
-            "ctx": dict(self.ctx) if self.ctx is not None else None, "step_score": self.step_score,
-            "score": self.score, "critique": self.critique, "wants_retrieval": self.wants_retrieval,
+            "id": self.id,
+            "parent": self.parent,
+            "depth": self.depth,
+            "pred": self.pred,
+            "segment": self.segment,
+            "ctx": dict(self.ctx) if self.ctx is not None else None,
+            "step_score": self.step_score,
+            "score": self.score,
+            "critique": self.critique,
+            "wants_retrieval": self.wants_retrieval,
         }
 
 
@@ -94,9 +101,13 @@ class BeamResult:
     no_retrieval_text: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"retrieve": self.retrieve, "retrieval_prob": self.retrieval_prob,
-                "best_path": [n.id for n in self.path], "no_retrieval_text": self.no_retrieval_text,
-                "prediction_tree": [n.to_dict() for n in self.tree]}
+        return {
+            "retrieve": self.retrieve,
+            "retrieval_prob": self.retrieval_prob,
+            "best_path": [n.id for n in self.path],
+            "no_retrieval_text": self.no_retrieval_text,
+            "prediction_tree": [n.to_dict() for n in self.tree],
+        }
 
 
 def split_segment(gen: Generation, vocab: ReflectionVocab, settings: LongFormSettings) -> tuple[str, bool]:
@@ -186,9 +197,19 @@ def beam_search(
         for (i, parent, ctx), gen in zip(requests, gens):
             segment, wants = split_segment(gen, vocab, settings)
             s, critique = step_score(gen, vocab, settings)
-            child = Node(id=len(trees[i]), parent=parent.id, depth=depth, context=parent.next_context, pred=gen.text,
-                         segment=segment, ctx=ctx, step_score=s, critique=critique, wants_retrieval=wants,
-                         steps=parent.steps + 1)
+            child = Node(
+                id=len(trees[i]),
+                parent=parent.id,
+                depth=depth,
+                context=parent.next_context,
+                pred=gen.text,
+                segment=segment,
+                ctx=ctx,
+                step_score=s,
+                critique=critique,
+                wants_retrieval=wants,
+                steps=parent.steps + 1,
+            )
             child.score = _path_score(parent, s, child.steps, settings)
             trees[i].append(child)
             children[i].append(child)
@@ -218,7 +239,9 @@ def _root_decisions(backend, vocab, prompts, settings, params) -> list[tuple[boo
         retrieve, p_ret, _ = decide_retrieval(gen, vocab, short)
         if settings.compat == "original":
             # The original retrieves only if the text shows [Retrieval] AND a threshold is set AND p > threshold.
-            retrieve = vocab[RETRIEVAL] in gen.token_ids and settings.threshold is not None and p_ret > settings.threshold
+            retrieve = (
+                vocab[RETRIEVAL] in gen.token_ids and settings.threshold is not None and p_ret > settings.threshold
+            )
         out.append((retrieve, p_ret))
     return out
 
@@ -226,7 +249,9 @@ def _root_decisions(backend, vocab, prompts, settings, params) -> list[tuple[boo
 def _passages(expand, prompts, ctxs, settings, passage_source) -> list[Passages]:
     if passage_source is None:
         return [ctxs[i][: settings.ndocs] for i, _ in expand]
-    answers = [(i, " ".join(strip_reflection_tokens(node.next_context[len(prompts[i]) :]).split())) for i, node in expand]
+    answers = [
+        (i, " ".join(strip_reflection_tokens(node.next_context[len(prompts[i]) :]).split())) for i, node in expand
+    ]
     return [docs[: settings.ndocs] for docs in passage_source(answers)]
 
 

@@ -99,7 +99,10 @@ def decide_retrieval(
 
 
 def rerank(
-    generations: Sequence[Generation], ctxs: Sequence[Mapping[str, Any]], vocab: ReflectionVocab, settings: ShortFormSettings
+    generations: Sequence[Generation],
+    ctxs: Sequence[Mapping[str, Any]],
+    vocab: ReflectionVocab,
+    settings: ShortFormSettings,
 ) -> tuple[str, dict[str, Any]]:
     """Score each passage's completion and pick the answer (original run_short_form.py:177-200)."""
     results: dict[str, Any] = {}
@@ -107,7 +110,12 @@ def rerank(
     best_i, best_score = 0, float("-inf")
     for i, (gen, ctx) in enumerate(zip(generations, ctxs)):
         scores = score_generation(gen, vocab, settings.weights)
-        results[f"retrieval_{i}"] = {"pred": gen.text, "score": scores.total, "ctx": dict(ctx), "critique": scores.to_dict()}
+        results[f"retrieval_{i}"] = {
+            "pred": gen.text,
+            "score": scores.total,
+            "ctx": dict(ctx),
+            "critique": scores.to_dict(),
+        }
         if settings.closed:
             answer = postprocess_answer(gen.text, settings.compat)
             answer_scores[answer] = answer_scores.get(answer, 0.0) + scores.total
@@ -160,5 +168,7 @@ def run_batch(
             pred = postprocess_answer(gens[0].text, settings.compat)
             results = {"no_retrieval": (first or gens[0]).text}
         pred = clean_prediction(pred, settings.compat)
-        out.append(ItemResult(pred=pred, results=results, retrieve=retrieve, retrieval_prob=p_ret, original_ratio=ratio))
+        out.append(
+            ItemResult(pred=pred, results=results, retrieve=retrieve, retrieval_prob=p_ret, original_ratio=ratio)
+        )
     return out
