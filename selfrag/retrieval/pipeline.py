@@ -1,0 +1,314 @@
+"""passage_retrieval.py as a library: build or load the index, retrieve for a query or for whole eval files.
+
+The original script (docs/original_selfrag.md §6.5) only has `--query`; the batch mode its README documents
+(`--data FILE --output_dir DIR`) does not exist there. Here both work. Batch mode reads json / jsonl items (a glob of
+files, as facebookresearch/contriever's script), takes each item's `question` (else `instruction`) as the query and
+writes the same items with `ctxs = [{"id", "title", "text", "score"}]`, best first, to `output_dir/<same file name>`
+(or `--output_file`). Scores are written as strings like the original eval files ("1.555113").
+
+Index: `--index_factory` (any FAISS factory string) or the original's `--n_subquantizers/--n_bits` (IndexPQ) or Flat.
+It is built from the embedding shards (training on a sample drawn from every shard when the index type needs
+training) and, with `--save_or_load_index`, saved next to the shards (or in `--index_dir`) and memory-mapped back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from selfrag.cli import flag
+from selfrag.data import clean, load_items, where, write_json_atomic
+from selfrag.errors import ConfigError, DataFormatError
+from selfrag.retrieval.embeddings import embedding_files, iter_shards, read_embedding_shard, read_shard_meta
+from selfrag.retrieval.index import CONFIG_FILE, INDEX_FILE, FaissIndex, import_faiss, original_factory
+
+logger = logging.getLogger(__name__)
+
+# FAISS's own defaults (nprobe 1, efSearch 16) lose many neighbours. Ours, from bench/index_presets.py (recall@20
+# against exact search, 200k 768-d vectors): IVF visits 1/64 of its lists (recall saturates there: IVF-SQ8 0.994 at
+# 10x the speed of exact search), HNSW uses efSearch 256 (0.988), Refine indexes re-rank 4x the candidates.
+DEFAULT_EF_SEARCH, DEFAULT_K_FACTOR_RF, DEFAULT_NPROBE_FRACTION, MIN_NPROBE = 256, 4, 64, 16
+
+
+def default_search_params(index: FaissIndex) -> dict[str, int]:
+    """Search parameters for `index` when none are given: nprobe = max(16, nlist / 64), efSearch 256, k_factor_rf 4."""
+    faiss = import_faiss()
+    params = {"efSearch": DEFAULT_EF_SEARCH, "k_factor_rf": DEFAULT_K_FACTOR_RF}
+    try:
+        nlist = int(faiss.extract_index_ivf(index.index).nlist)
+        params["nprobe"] = min(nlist, max(MIN_NPROBE, nlist // DEFAULT_NPROBE_FRACTION))
+    except RuntimeError:  # not an IVF index
+        pass
+    return params
+
+
+@dataclass
+class RetrievalConfig:
+    """Flags of `passage_retrieval.py`: the original's names and defaults, plus batch mode and index presets."""
+
+    model_name_or_path: str = flag("Query encoder: the encoder that embedded the passages.", default="")
+    passages: str = flag("Passage file: DPR TSV (id, text, title) or JSONL.", default="")
+    passages_embeddings: str = flag('Glob of embedding shards, quoted: "wikipedia_embeddings/*".', default="")
+    query: str | None = flag("One query: print its passages and exit.", default=None)
+    data: str | None = flag("json / jsonl file(s) (a glob) of items with 'question' or 'instruction'.", default=None)
+    output_dir: str | None = flag("Where batch mode writes the items with ctxs (same file names).", default=None)
+    output_file: str | None = flag("Output path instead of output_dir/<name> (one --data file only).", default=None)
+    n_docs: int = flag("Passages per query.", default=100)
+    per_gpu_batch_size: int = flag("Queries per encoder forward pass.", default=64)
+    question_maxlength: int = flag("Query truncation length in tokens.", default=512)
+    save_or_load_index: bool = flag("Load the index from the index folder if there, else build and save it there.",
+                                    default=False)
+    indexing_batch_size: int = flag("Vectors added to the index at a time.", default=1_000_000)
+    projection_size: int | None = flag("Embedding dimension (original default 768); default: the shards'.",
+                                       default=None)
+    n_subquantizers: int = flag("Original index choice: IndexPQ with this many sub-quantizers (0: Flat).", default=0)
+    n_bits: int = flag("Bits per sub-quantizer code (with --n_subquantizers).", default=8)
+    lowercase: bool = flag("Lowercase queries (as the passages were).", default=False)
+    normalize_text: bool = flag("Normalise unicode punctuation in queries (as the passages were).", default=False)
+    no_fp16: bool = flag("Run the encoder in float32 (default: float16 on a GPU, float32 on CPU).", default=False)
+    # Additions
+    index_factory: str | None = flag(
+        "FAISS factory string: Flat, IVF65536,PQ64, OPQ64,IVF65536,PQ64, IVF65536,SQ8, HNSW32 ... "
+        "(see bench/index_presets.py). Default: the original's (Flat, or PQ with --n_subquantizers).", default=None)
+    index_dir: str | None = flag("Folder of the saved index (default: the folder of the embedding shards).",
+                                 default=None)
+    train_size: int = flag("Vectors sampled across all shards to train IVF / PQ / SQ / OPQ indexes.",
+                           default=1_000_000)
+    nprobe: int | None = flag("IVF: inverted lists visited per query (default: 1/64 of them, at least 16).",
+                              default=None)
+    efSearch: int | None = flag("HNSW: search breadth (default 256).", default=None)  # noqa: N815 - FAISS's name
+    k_factor_rf: int | None = flag("Refine indexes: candidates re-ranked per result (default 4).", default=None)
+    no_mmap: bool = flag("Read a saved index fully into RAM instead of memory-mapping it.", default=False)
+    use_gpu: bool = flag("Search on the GPUs when faiss has GPU support.", default=False)
+    pooling: str = flag("mean (Contriever), cls, or auto (a sentence-transformers folder's, else mean).",
+                        default="auto", metadata={"choices": ["auto", "mean", "cls"]})
+    normalize_embeddings: bool | None = flag(
+        "true / false: L2-normalise query embeddings (default: as the encoder folder says).", default=None)
+    query_prefix: str = flag("Text prepended to every query (e5: 'query: ').", default="")
+    device: str = flag("cuda, cpu or auto.", default="auto")
+    dtype: str = flag("auto (float16 on GPU unless --no_fp16), float32, float16, bfloat16.", default="auto")
+    seed: int = flag("Seed of the training sample.", default=0)
+    # Parsed by the original, unused there and here.
+    validation_workers: int = flag("Unused (original flag).", default=32)
+    lang: str | None = flag("Unused (original flag).", default=None)
+    dataset: str = flag("Unused (original flag).", default="none")
+
+    def __post_init__(self) -> None:
+        for name in ("model_name_or_path", "passages", "passages_embeddings"):
+            if not getattr(self, name) and not (name == "passages_embeddings" and self.index_dir):
+                raise ConfigError(f"--{name} is required")
+        if (self.query is None) == (self.data is None):
+            raise ConfigError("pass exactly one of --query (one question) and --data (json / jsonl files)")
+        if self.data is not None and not (self.output_dir or self.output_file):
+            raise ConfigError("batch mode (--data) needs --output_dir or --output_file")
+        for name in ("n_docs", "per_gpu_batch_size", "question_maxlength", "indexing_batch_size", "train_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be at least 1; got {getattr(self, name)}")
+
+    @property
+    def factory(self) -> str:
+        return self.index_factory or original_factory(self.n_subquantizers, self.n_bits)
+
+    def search_params(self) -> dict[str, int]:
+        given = {"nprobe": self.nprobe, "efSearch": self.efSearch, "k_factor_rf": self.k_factor_rf}
+        return {k: v for k, v in given.items() if v is not None}
+
+
+def apply_search_params(index: FaissIndex, explicit: dict[str, Any] | None = None) -> None:
+    """Set the defaults where they apply, then the explicit values (which must apply)."""
+    for name, value in default_search_params(index).items():
+        if name not in (explicit or {}):
+            try:
+                index.set_search_params(**{name: value})
+            except ConfigError:
+                pass  # the parameter does not exist for this index type
+    if explicit:
+        index.set_search_params(**explicit)
+
+
+def training_sample(paths: list[Path], size: int, seed: int = 0) -> np.ndarray:
+    """About `size` vectors drawn uniformly from every shard (the shards are of equal size but the last)."""
+    rng = np.random.default_rng(seed)
+    quota = math.ceil(size / len(paths))
+    parts = []
+    for path in tqdm(paths, desc="training sample", unit="shard", disable=None):
+        _, embeddings = read_embedding_shard(path)
+        take = rng.choice(len(embeddings), size=min(quota, len(embeddings)), replace=False)
+        parts.append(np.asarray(embeddings[np.sort(take)], dtype=np.float32))
+    return np.concatenate(parts)
+
+
+def build_index_from_shards(
+    paths: list[Path],
+    factory: str,
+    dim: int | None = None,
+    train_size: int = 1_000_000,
+    indexing_batch_size: int = 1_000_000,
+    seed: int = 0,
+    encoder_dim: int | None = None,
+) -> FaissIndex:
+    """Index every shard; an index that needs training first trains on a sample drawn across all shards.
+
+    `dim` (`--projection_size`) and `encoder_dim` (the query encoder's), when given, must match the shards: checked
+    on the first shard, before any indexing work."""
+    _, first = read_embedding_shard(paths[0])
+    if dim is not None and first.shape[1] != dim:
+        raise ConfigError(f"the embeddings in {paths[0]} are {first.shape[1]}-d but --projection_size is {dim}; "
+                          f"pass --projection_size {first.shape[1]} (or leave it out)")
+    if encoder_dim is not None and first.shape[1] != encoder_dim:
+        raise ConfigError(f"the query encoder makes {encoder_dim}-d vectors but the embeddings in {paths[0]} are "
+                          f"{first.shape[1]}-d: pass the encoder that embedded the passages")
+    index = FaissIndex(first.shape[1], factory)
+    del first
+    if not index.is_trained:
+        index.train(training_sample(paths, train_size, seed))
+    for path, (ids, embeddings) in zip(paths, iter_shards(paths)):
+        try:
+            index.index_data(ids, embeddings, batch_size=indexing_batch_size)
+        except ConfigError as err:
+            raise DataFormatError(f"{path}: {err}") from err
+        logger.info("data indexing completed: %d vectors", index.ntotal)
+    return index
+
+
+def load_or_build_index(
+    index_dir: str | None = None,
+    passages_embeddings: str | None = None,
+    factory: str | None = None,
+    save: bool = True,
+    mmap: bool = True,
+    search_params: dict[str, Any] | None = None,
+    train_size: int = 1_000_000,
+    indexing_batch_size: int = 1_000_000,
+    projection_size: int | None = None,
+    seed: int = 0,
+    encoder_dim: int | None = None,
+) -> FaissIndex:
+    """The saved index in `index_dir` when there (its factory must match `factory` when one is asked for), else one
+    built from the `passages_embeddings` glob, saved to `index_dir` (default: the shards' folder) when `save`."""
+    paths = embedding_files(passages_embeddings) if passages_embeddings else []
+    directory = Path(index_dir) if index_dir else (paths[0].parent if paths else None)
+    if directory is None:
+        raise ConfigError("pass --passages_embeddings (shards to index) or --index_dir (a saved index)")
+    if (save or not paths) and (directory / INDEX_FILE).is_file():
+        saved = json.loads((directory / CONFIG_FILE).read_text()) if (directory / CONFIG_FILE).is_file() else {}
+        if factory and saved.get("factory", factory) != factory:
+            raise ConfigError(f"{directory} holds a {saved['factory']!r} index, not {factory!r}: pass another "
+                              "--index_dir, or delete that index to rebuild it")
+        index = FaissIndex.load(directory, mmap=mmap)
+    else:
+        if not paths:
+            raise ConfigError(f"no saved index in {directory} and no --passages_embeddings to build one from")
+        index = build_index_from_shards(paths, factory or "Flat", projection_size, train_size, indexing_batch_size,
+                                        seed, encoder_dim)
+        if save:
+            meta = read_shard_meta(paths[0]) or {}
+            index.serialize(directory, extra={"encoder": meta.get("encoder"), "shards": [str(p) for p in paths]})
+            if mmap:  # continue with the memory-mapped copy, as a later run will
+                index = FaissIndex.load(directory, mmap=True)
+    apply_search_params(index, search_params)
+    return index
+
+
+def check_query_encoder(index: FaissIndex, encoder: Any) -> None:
+    """Warn when the query encoder's settings differ from those that embedded the passages (dimension: an error)."""
+    recorded = index.config.get("encoder") or {}
+    if hasattr(encoder, "dim") and encoder.dim != index.dim:
+        raise ConfigError(f"the query encoder {getattr(encoder, 'name', '')!r} makes {encoder.dim}-d vectors but the "
+                          f"index {index.source} holds {index.dim}-d ones: pass the encoder that embedded the passages")
+    if recorded and hasattr(encoder, "settings"):
+        ours = encoder.settings()
+        for key in ("pooling", "normalize", "lowercase", "normalize_text"):
+            if key in recorded and recorded[key] != ours.get(key):
+                logger.warning("passages were embedded with %s=%s but queries use %s=%s", key, recorded[key], key,
+                               ours.get(key))
+
+
+def setup_retriever(config: RetrievalConfig, encoder: Any = None) -> Any:
+    """Encoder, index and passage store as the config says (the original's `setup_retriever`)."""
+    from selfrag.retrieval.encoder import TextEncoder, resolve_device
+    from selfrag.retrieval.passages import PassageStore
+    from selfrag.retrieval.retriever import Retriever
+
+    store = PassageStore.open(config.passages)  # a missing or malformed corpus fails before any heavy work
+    if encoder is None:
+        device = resolve_device(config.device)
+        dtype = config.dtype if config.dtype != "auto" else ("float32" if config.no_fp16 else "auto")
+        encoder = TextEncoder.from_pretrained(
+            config.model_name_or_path, device=device, dtype=dtype,
+            pooling=None if config.pooling == "auto" else config.pooling,  # type: ignore[arg-type]
+            normalize=config.normalize_embeddings, query_prefix=config.query_prefix,
+            batch_size=config.per_gpu_batch_size, query_max_length=config.question_maxlength,
+            lowercase=config.lowercase, normalize_text=config.normalize_text)
+    index = load_or_build_index(
+        index_dir=config.index_dir, passages_embeddings=config.passages_embeddings or None,
+        factory=config.factory if (config.index_factory or config.n_subquantizers) else None,
+        save=config.save_or_load_index, mmap=not config.no_mmap, search_params=config.search_params(),
+        train_size=config.train_size, indexing_batch_size=config.indexing_batch_size,
+        projection_size=config.projection_size, seed=config.seed, encoder_dim=getattr(encoder, "dim", None))
+    if config.use_gpu:
+        index.to_gpu()
+    store.rows_for_ids(index.ids, source=index.source or config.passages_embeddings)
+    check_query_encoder(index, encoder)
+    return Retriever(encoder, index, store, query_batch_size=max(config.per_gpu_batch_size, 256))
+
+
+def query_of(item: dict[str, Any]) -> str:
+    for key in ("question", "instruction"):
+        if isinstance(item.get(key), str) and item[key].strip():
+            return item[key]
+    raise DataFormatError(f"{where(item)}: no 'question' or 'instruction' to retrieve for")
+
+
+def retrieve_files(config: RetrievalConfig, retriever: Any) -> list[Path]:
+    """Batch mode: for each `--data` file, write its items with `ctxs` added; returns the output paths."""
+    import glob
+
+    paths = sorted(glob.glob(config.data or ""))
+    if not paths:
+        raise DataFormatError(f"no file matches --data {config.data!r}")
+    if config.output_file and len(paths) > 1:
+        raise ConfigError(f"--output_file names one output but --data matches {len(paths)} files; use --output_dir")
+    written = []
+    for path in paths:
+        items = load_items(path)
+        queries = [query_of(item) for item in items]
+        results: list[list[dict[str, Any]]] = []
+        step = retriever.query_batch_size
+        for start in tqdm(range(0, len(queries), step), desc=f"retrieving {Path(path).name}", unit="batch",
+                          disable=None):
+            results.extend(retriever.search(queries[start : start + step], config.n_docs))
+        out = Path(config.output_file) if config.output_file else Path(config.output_dir or ".") / Path(path).name
+        if out.resolve() == Path(path).resolve():
+            raise ConfigError(f"the output {out} would overwrite the input; pass another --output_dir / --output_file")
+        outputs = []
+        for item, hits in zip(items, results):
+            ctxs = [{**hit, "score": str(np.float32(hit["score"]))} for hit in hits]  # the original's string scores
+            outputs.append({**clean(item), "ctxs": ctxs})
+        write_items(out, outputs)
+        write_json_atomic(str(out) + ".config.json", dataclasses.asdict(config))
+        logger.info("saved %d items with %d passages each to %s", len(outputs), config.n_docs, out)
+        written.append(out)
+    return written
+
+
+def write_items(path: Path, items: list[dict[str, Any]]) -> None:
+    """A `.json` list or JSON Lines (any other suffix), written through a temporary file."""
+    if path.suffix == ".json":
+        write_json_atomic(path, items)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for item in items:
+            handle.write(json.dumps(item, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
