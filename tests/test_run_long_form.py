@@ -271,27 +271,36 @@ def test_live_retrieval_queries_question_plus_answer_and_caches(tmp_path):
     assert out[0]["output"] == "Done. More."
 
 
-def test_live_retrieval_script_end_to_end(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("file", "task"),
+    [("asqa_eval_gtr_top100.json", "asqa"), ("factscore_unlabeled_alpaca_13b_retrieval.jsonl", "factscore")],
+)
+def test_live_retrieval_script_on_the_shipped_samples(tiny_model_dir, tmp_path, file, task):
+    """run_long_form.py end to end: passages embedded with a tiny BERT, indexed, and retrieved during the search.
+    The corpus is every passage of the two long-form samples; the items' own passages are not used."""
     pytest.importorskip("faiss")
-    from selfrag.retrieval.testing import CORPUS, build_tiny_bert, write_tsv
+    from selfrag.data import load_items
+    from selfrag.retrieval.testing import build_tiny_bert, write_tsv
 
-    spec = importlib.util.spec_from_file_location("gpe", ROOT / "retrieval_lm" / "generate_passage_embeddings.py")
-    embed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(embed)
-    spec = importlib.util.spec_from_file_location("rlf", ROOT / "retrieval_lm" / "run_long_form.py")
-    live = importlib.util.module_from_spec(spec)
-    sys.modules["rlf"] = live  # its dataclass looks its module up there
-    spec.loader.exec_module(live)
+    def load(name, module):
+        spec = importlib.util.spec_from_file_location(module, ROOT / "retrieval_lm" / f"{name}.py")
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[module] = loaded  # dataclasses look their module up there
+        spec.loader.exec_module(loaded)
+        return loaded
 
-    encoder = str(build_tiny_bert(tmp_path / "bert"))
-    passages = [{"id": str(i), "title": f"T{i}", "text": line} for i, line in enumerate(CORPUS.splitlines())]
-    corpus = str(write_tsv(tmp_path / "psgs.tsv", passages))
+    embed, live = load("generate_passage_embeddings", "gpe_script"), load("run_long_form", "rlf_script")
+    passages = {}
+    for sample in ("asqa_eval_gtr_top100.json", "factscore_unlabeled_alpaca_13b_retrieval.jsonl"):
+        for item in load_items(ROOT / "eval_data" / sample):
+            for doc in item.get("docs") or item["ctxs"]:
+                passages[doc["id"]] = {"id": doc["id"], "title": doc["title"], "text": doc["text"]}
+    corpus = str(write_tsv(tmp_path / "psgs.tsv", list(passages.values())))
+    encoder = str(build_tiny_bert(tmp_path / "bert", corpus=" ".join(p["text"] for p in passages.values())))
     assert (
         embed.main(["--model_name_or_path", encoder, "--passages", corpus, "--output_dir", str(tmp_path / "emb")]) == 0
     )
-    asqa = tmp_path / "asqa.json"
-    asqa.write_text(json.dumps([{"question": "Who wrote Hamlet?"}, {"question": "Where is Kyoto?"}]))
-    out = tmp_path / "out.json"
+    out = tmp_path / ("out.json" if task == "asqa" else "out.jsonl")
     assert (
         live.main(
             [
@@ -308,11 +317,11 @@ def test_live_retrieval_script_end_to_end(tiny_model_dir, tmp_path):
                 "--passages_embeddings",
                 str(tmp_path / "emb" / "*"),
                 "--input_file",
-                str(asqa),
+                str(ROOT / "eval_data" / file),
                 "--output_file",
                 str(out),
                 "--task",
-                "asqa",
+                task,
                 "--mode",
                 "always_retrieve",
                 "--ndocs",
@@ -325,9 +334,11 @@ def test_live_retrieval_script_end_to_end(tiny_model_dir, tmp_path):
         )
         == 0
     )
-    data = json.loads(out.read_text())["data"]
-    texts = {p["text"] for p in passages}
-    for item in data:
+    text = out.read_text()
+    items = json.loads(text)["data"] if task == "asqa" else [json.loads(line) for line in text.splitlines()]
+    assert len(items) == 6
+    for item in items:
         level1 = [n for n in item["prediction_tree"] if n["depth"] == 1]
-        assert len(level1) == 3 and all(n["ctx"]["text"] in texts for n in level1)
-        assert all(d["text"] in texts for d in item["docs"])
+        assert len(level1) == 3 and all(n["ctx"]["id"] in passages for n in level1)
+        if task == "asqa":
+            assert all(d["id"] in passages for d in item["docs"])

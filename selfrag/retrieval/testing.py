@@ -40,12 +40,27 @@ def build_tiny_bert(path: str | Path, corpus: str = CORPUS, hidden_size: int = 3
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=2 * hidden_size, max_position_embeddings=128, pad_token_id=0)
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
     torch.manual_seed(seed)
     model = BertModel(config, add_pooling_layer=False)
     model.save_pretrained(path)
@@ -69,9 +84,13 @@ def one_hot_embedder(vocabulary: Sequence[str]):
 
 
 def write_tsv(path: str | Path, passages: Sequence[dict], header: bool = True) -> Path:
-    """A DPR-style TSV (id, text, title) of `passages`."""
+    """A DPR-style TSV (id, text, title) of `passages`, quoted as csv does (like psgs_w100.tsv)."""
+    import csv
+
     path = Path(path)
-    lines = ["id\ttext\ttitle"] if header else []
-    lines += [f"{p['id']}\t{p['text']}\t{p['title']}" for p in passages]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        if header:
+            writer.writerow(["id", "text", "title"])
+        writer.writerows([p["id"], p["text"], p["title"]] for p in passages)
     return path
