@@ -1,0 +1,121 @@
+"""A real OpenAI-compatible chat server on 127.0.0.1 for tests (stdlib `http.server` in a thread).
+
+`JudgeServer(reply)` answers POST /v1/chat/completions with `reply(user_message)` and a deterministic usage
+(prompt tokens = words of the messages, completion tokens = words of the reply). Faults:
+- `failures`: consumed one per request before answering: an HTTP status (429 carries `Retry-After: 0`) or
+  `"stall"` (sleep `stall_s`, longer than the client's timeout, then answer);
+- `always_fail`: `(substring, status)`: every request whose user message contains `substring` gets `status`.
+`requests` records every request received (`answered` only those that got a 200 reply, i.e. the paid ones).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class JudgeServer:
+    def __init__(
+        self,
+        reply: Callable[[str], str],
+        failures=(),
+        always_fail: tuple[str, int] | None = None,
+        stall_s: float = 1.0,
+        delay_s: float = 0.0,
+    ):
+        self.reply = reply
+        self.failures = list(failures)
+        self.always_fail = always_fail
+        self.stall_s, self.delay_s = stall_s, delay_s
+        self.requests: list[dict] = []
+        self.answered: list[dict] = []
+        self.lock = threading.Lock()
+        self.in_flight = self.max_in_flight = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                content = body["messages"][-1]["content"] if "messages" in body else ""
+                with server.lock:
+                    server.requests.append(
+                        {"path": self.path, "body": body, "authorization": self.headers.get("Authorization")}
+                    )
+                    failure = server.failures.pop(0) if server.failures else None
+                    if server.always_fail and server.always_fail[0] in content:
+                        failure = server.always_fail[1]
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    if self.path != "/v1/chat/completions":
+                        return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    if failure == "stall":
+                        time.sleep(server.stall_s)
+                        return self._send(200, self._completion(body, "stalled"))  # the client gave up already
+                    if failure is not None:
+                        return self._send(
+                            failure,
+                            {"error": {"message": f"injected failure {failure}", "type": "test"}},
+                            {"Retry-After": "0"} if failure == 429 else {},
+                        )
+                    time.sleep(server.delay_s)
+                    payload = self._completion(body, server.reply(content))
+                    with server.lock:
+                        server.answered.append({"body": body, "usage": payload["usage"]})
+                    self._send(200, payload)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _completion(self, body, text):
+                prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
+                completion_tokens = len(text.split())
+                return {
+                    "id": "chatcmpl-test",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
+                }
+
+            def _send(self, status, payload, headers=None):
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for key, value in (headers or {}).items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> JudgeServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
