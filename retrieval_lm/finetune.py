@@ -11,26 +11,31 @@ Same flags as the original script, plus --original_masking, --overflow, --new_to
         --weight_decay 0. --num_train_epochs 3 --output_dir output/self_rag_7B --with_tracking \
         --report_to tensorboard --logging_steps 1 --use_flash_attn
 
+Several CPU processes (gloo), DeepSpeed ZeRO-2/3 or FSDP2 called directly (accelerate's own DeepSpeed / FSDP modes do
+not distribute on CPU); the same command runs one process per GPU:
+
+    torchrun --nproc_per_node 2 retrieval_lm/finetune.py --strategy deepspeed --zero_stage 3 ...
+    torchrun --nproc_per_node 2 retrieval_lm/finetune.py --strategy fsdp ...
+
 One CPU process (a tiny model): python retrieval_lm/finetune.py --model_name_or_path <dir> --use_special_tokens \
     --train_file train.jsonl --output_dir out --per_device_train_batch_size 2 --num_train_epochs 1 --logging_steps 1
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from selfrag.cli import parse_config, run_main, setup_logging  # noqa: E402
+from selfrag.cli import parse_config, run_main  # noqa: E402
 from selfrag.training.config import FinetuneConfig  # noqa: E402
+from selfrag.training.distributed import setup_rank_logging  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    setup_logging(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING)
+    setup_rank_logging()
     config = parse_config(FinetuneConfig, argv, description=__doc__.splitlines()[0])
     from selfrag.training.loop import train
 

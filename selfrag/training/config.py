@@ -2,7 +2,7 @@
 
 Additions: `--original_masking` (the original's two masking bugs, for ablations), `--overflow` (what to do with
 sequences longer than `--max_seq_length`), `--new_token_init`, `--lora_new_token_rows`, `--torch_dtype`,
-`--pad_token` and `--strategy`.
+`--pad_token`, `--strategy` (with `--zero_stage`, `--deepspeed_config`, `--mixed_precision`).
 """
 
 from __future__ import annotations
@@ -83,10 +83,22 @@ class FinetuneConfig:
     logging_steps: int | None = _flag("Log loss, learning rate and tokens/s every N updates.", None)
     checkpointing_steps: str | None = _flag("Save a resumable state every N updates, or 'epoch'.", None)
     resume_from_checkpoint: str | None = _flag("A step_N / epoch_N folder to resume from, or 'latest'.", None)
-    strategy: Literal["accelerate"] = _flag(
-        "Distribution backend. accelerate: one process, DDP, and on GPUs `accelerate launch --use_deepspeed` / "
-        "FSDP. (Direct DeepSpeed and FSDP2 for CPU multi-process runs are planned.)",
+    strategy: Literal["accelerate", "deepspeed", "fsdp"] = _flag(
+        "Distribution backend. accelerate: one process, DDP (`ACCELERATE_USE_CPU=1 torchrun` on CPU), and on GPUs "
+        "`accelerate launch --use_deepspeed` / FSDP. deepspeed: `deepspeed.initialize` (ZeRO-2/3) and fsdp: FSDP2 "
+        "`fully_shard`, both called directly, under torchrun or the deepspeed launcher, on GPUs and on CPU (gloo).",
         "accelerate",
+    )
+    zero_stage: int | None = _flag(
+        "--strategy deepspeed: ZeRO stage (2 or 3); default: the config file's, else 3.", None
+    )
+    deepspeed_config: str | None = _flag(
+        "--strategy deepspeed: a DeepSpeed JSON config ('auto' values are filled from the flags); default: a "
+        "built-in ZeRO-3 config like the original's stage3_no_offloading_accelerate.conf.",
+        None,
+    )
+    mixed_precision: Literal["no", "bf16", "fp16"] = _flag(
+        "--strategy deepspeed|fsdp: compute dtype (with accelerate use `accelerate launch --mixed_precision`).", "no"
     )
 
     def __post_init__(self) -> None:
@@ -117,6 +129,14 @@ class FinetuneConfig:
         ):
             raise ConfigError(
                 f"--checkpointing_steps must be a positive integer or 'epoch', got {self.checkpointing_steps}"
+            )
+        if self.zero_stage is not None and self.zero_stage not in (2, 3):
+            raise ConfigError(f"--zero_stage must be 2 or 3, got {self.zero_stage}")
+        if self.strategy != "deepspeed" and (self.zero_stage is not None or self.deepspeed_config):
+            raise ConfigError("--zero_stage / --deepspeed_config need --strategy deepspeed")
+        if self.strategy == "accelerate" and self.mixed_precision != "no":
+            raise ConfigError(
+                "--mixed_precision is for --strategy deepspeed|fsdp; use accelerate launch --mixed_precision"
             )
         if self.use_lora and self.lora_rank < 1:
             raise ConfigError(f"--lora_rank must be at least 1, got {self.lora_rank}")

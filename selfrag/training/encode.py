@@ -17,7 +17,7 @@ examples by default (`overflow="drop"`) and logs the count.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,12 +31,15 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 
 
-def build_prompt(example: Mapping[str, Any]) -> str:
-    """`prompt_input` when `input` is non-empty, else `prompt_no_input` (original finetune.py:255-258)."""
+def build_prompt(example: Mapping[str, Any], templates: Mapping[str, str] | None = None) -> str:
+    """`prompt_input` when `input` is non-empty, else `prompt_no_input` (original finetune.py:255-258).
+
+    `templates` replaces `PROMPT_DICT` (e.g. the critic's, `selfrag.training.critic.CRITIC_PROMPTS`)."""
     _check_fields(example)
+    templates = PROMPT_DICT if templates is None else templates
     if example.get("input"):
-        return PROMPT_DICT["prompt_input"].format(instruction=example["instruction"], input=example["input"])
-    return PROMPT_DICT["prompt_no_input"].format(instruction=example["instruction"])
+        return templates["prompt_input"].format(instruction=example["instruction"], input=example["input"])
+    return templates["prompt_no_input"].format(instruction=example["instruction"])
 
 
 def _check_fields(example: Mapping[str, Any]) -> None:
@@ -118,6 +121,8 @@ def encode_example(
     max_seq_length: int,
     mask_paragraphs: bool = True,
     original_masking: bool = False,
+    templates: Mapping[str, str] | None = None,
+    mask_token_ids: Collection[int] = (),
 ) -> dict[str, Any]:
     """Tokenize prompt + completion and build the training labels.
 
@@ -136,6 +141,9 @@ def encode_example(
             `--use_special_tokens`).
         original_masking: the original's rules: `labels[:source_len-1]` and one span from the first `<paragraph>` to
             the last `</paragraph>` (see `paragraph_spans`).
+        templates: prompt templates in place of `PROMPT_DICT` (keys `prompt_input`, `prompt_no_input`).
+        mask_token_ids: ids also excluded from the loss wherever they occur (the critic's
+            `--not_consider_special_tokens`).
 
     Returns:
         `{"input_ids", "labels", "attention_mask"}` (lists of ints) and `"num_truncated"` (int, 0 when it fits).
@@ -153,7 +161,7 @@ def encode_example(
     """
     if max_seq_length < 1:
         raise ConfigError(f"max_seq_length must be positive, got {max_seq_length}")
-    prompt = build_prompt(example)
+    prompt = build_prompt(example, templates)
     if tokenizer.eos_token_id is None:
         raise VocabError("the tokenizer has no eos_token; set one (tokenizer.eos_token = ...) before training")
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
@@ -172,6 +180,9 @@ def encode_example(
         close_id = _single_token_id(tokenizer, PARAGRAPH_END)
         for a, b in paragraph_spans(input_ids, source_len, open_id, close_id, original=original_masking):
             labels[a:b] = [IGNORE_INDEX] * (b - a)
+    if mask_token_ids:
+        masked = set(mask_token_ids)
+        labels = [IGNORE_INDEX if token in masked else label for token, label in zip(input_ids, labels, strict=True)]
 
     num_truncated = max(len(input_ids) - max_seq_length, 0)
     input_ids, labels = input_ids[:max_seq_length], labels[:max_seq_length]

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -37,6 +38,8 @@ from selfrag.training.model import apply_lora, load_model, load_tokenizer
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
+
+EncodeFn = Callable[[FinetuneConfig, Any], tuple[list[dict[str, list[int]]], EncodeStats]]
 
 
 @dataclass
@@ -135,8 +138,16 @@ def _make_accelerator(config: FinetuneConfig) -> Any:
     return accelerator
 
 
-def train(config: FinetuneConfig) -> TrainResult:
-    """Fine-tune the generator as configured; see the module docstring for the outputs."""
+def train(config: FinetuneConfig, encode_fn: EncodeFn | None = None) -> TrainResult:
+    """Fine-tune the generator as configured; see the module docstring for the outputs.
+
+    `encode_fn(config, tokenizer) -> (examples, stats)` replaces `encode_file` (the critic's encoding uses this).
+    `--strategy deepspeed|fsdp` run `selfrag.training.distributed.train_distributed` instead.
+    """
+    if config.strategy != "accelerate":
+        from selfrag.training.distributed import train_distributed
+
+        return train_distributed(config, encode_fn)
     import torch
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
@@ -153,7 +164,7 @@ def train(config: FinetuneConfig) -> TrainResult:
 
     tokenizer, added = load_tokenizer(config)
     with accelerator.main_process_first():
-        data, stats = encode_file(config, tokenizer)
+        data, stats = (encode_fn or encode_file)(config, tokenizer)
     model = load_model(config, tokenizer, added)
     if config.use_lora:
         model = apply_lora(model, config, added.vocab.all_ids if added.vocab else ())
