@@ -11,6 +11,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,8 @@ def test_7b_script_trains_a_tiny_model_on_two_cpu_processes(tmp_path):
         "OMP_NUM_THREADS": "1",
         "LAUNCHER_ARGS": f"--master_addr 127.0.0.1 --master_port {port}",
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        # The script calls `torchrun`: take the one of this interpreter's environment (CI does not activate it).
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
     }
     cmd = ["bash", str(SCRIPTS / "script_finetune_7b.sh"), "--use_slow_tokenizer", "False"]
     try:
