@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from selfrag.backends import GenerationBackend, GenParams, default_backend, load_backend
 from selfrag.cli import flag
-from selfrag.data import ResumableRun, clean, load_items, where, write_json_atomic
+from selfrag.data import ResumableRun, clean, find_passages, load_items, where, write_json_atomic
 from selfrag.errors import ConfigError, DataFormatError
 from selfrag.metrics import METRICS, metric_fn
 from selfrag.prompts import ARC_LETTERS, PROMPT_DICT, TASK_INST, arc_choices
@@ -272,26 +272,13 @@ def baseline_instruction(item: Mapping[str, Any], task: str | None, prefix: str 
 # Passages and golds
 
 
-def _passages_from(item: Mapping[str, Any], source: str) -> list[dict[str, Any]] | None:
-    key = next((k for k in PASSAGE_KEYS if k in item), None)
-    if key is None:
-        return None
-    ctxs = item[key]
-    if not isinstance(ctxs, list):
-        raise DataFormatError(f"{source}: field '{key}' must be a list of passages")
-    for k, ctx in enumerate(ctxs):
-        if not isinstance(ctx, Mapping) or not isinstance(ctx.get("text"), str):
-            raise DataFormatError(f"{source}: {key}[{k}] must be an object with a string 'text'")
-    return ctxs
-
-
 def item_passages(items: list[dict[str, Any]], config: BaselineConfig) -> list[list[dict[str, Any]]]:
     """The top_n passages of each item: from `--retrieval_file` (by `id`, else by position), else the item."""
     lookup: dict[Any, tuple[list[dict[str, Any]] | None, str]] | None = None
     if config.retrieval_file is not None:
         lookup = {}
         for position, record in enumerate(load_items(config.retrieval_file)):
-            lookup[record.get("id", position)] = (_passages_from(record, where(record)), where(record))
+            lookup[record.get("id", position)] = (find_passages(record, PASSAGE_KEYS), where(record))
     out = []
     for position, item in enumerate(items):
         if lookup is not None:
@@ -302,7 +289,7 @@ def item_passages(items: list[dict[str, Any]], config: BaselineConfig) -> list[l
                 )
             ctxs, source = lookup[key]
         else:
-            ctxs, source = _passages_from(item, where(item)), where(item)
+            ctxs, source = find_passages(item, PASSAGE_KEYS), where(item)
         if ctxs is None:
             raise DataFormatError(
                 f"{source}: missing field 'ctxs' (retrieved passages; also read: 'top_contexts', ALCE's 'docs'), "

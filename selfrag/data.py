@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,21 +75,32 @@ def require_field(item: Mapping[str, Any], field: str, kind: type | tuple[type, 
     return item[field]
 
 
-def get_ctxs(item: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The item's passages (`ctxs`, or `top_contexts` as in the original), validated."""
-    key = "ctxs" if "ctxs" in item else "top_contexts" if "top_contexts" in item else None
+CTX_KEYS = ("ctxs", "top_contexts")
+
+
+def find_passages(item: Mapping[str, Any], keys: Sequence[str] = CTX_KEYS) -> list[dict[str, Any]] | None:
+    """The item's passages under the first of `keys` it has (validated), or None when it has none of them."""
+    key = next((k for k in keys if k in item), None)
     if key is None:
+        return None
+    passages = item[key]
+    if not isinstance(passages, list):
+        raise DataFormatError(f"{where(item)}: field '{key}' must be a list of passages")
+    for k, ctx in enumerate(passages):
+        if not isinstance(ctx, Mapping) or not isinstance(ctx.get("text"), str):
+            raise DataFormatError(f"{where(item)}: {key}[{k}] must be an object with a string 'text'")
+    return passages
+
+
+def get_ctxs(item: Mapping[str, Any], keys: Sequence[str] = CTX_KEYS) -> list[dict[str, Any]]:
+    """The item's passages (`ctxs`, or `top_contexts` as in the original), validated; an error when absent."""
+    passages = find_passages(item, keys)
+    if passages is None:
         raise DataFormatError(
             f"{where(item)}: missing field 'ctxs' (retrieved passages); add them with "
             "retrieval_lm/passage_retrieval.py or run with --mode no_retrieval"
         )
-    ctxs = item[key]
-    if not isinstance(ctxs, list):
-        raise DataFormatError(f"{where(item)}: field '{key}' must be a list of passages")
-    for k, ctx in enumerate(ctxs):
-        if not isinstance(ctx, Mapping) or not isinstance(ctx.get("text"), str):
-            raise DataFormatError(f"{where(item)}: {key}[{k}] must be an object with a string 'text'")
-    return ctxs
+    return passages
 
 
 def clean(item: Mapping[str, Any]) -> dict[str, Any]:

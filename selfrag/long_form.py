@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from selfrag.backends import GenerationBackend, ModelConfig, open_backend
 from selfrag.cli import flag
-from selfrag.data import ResumableRun, clean, get_ctxs, load_items, require_field, where, write_json_atomic
+from selfrag.data import CTX_KEYS, ResumableRun, clean, get_ctxs, load_items, require_field, where, write_json_atomic
 from selfrag.decoding.long_form import BeamResult, LongFormSettings, Node, PassageSource, beam_search
 from selfrag.errors import ConfigError, DataFormatError
 from selfrag.prompts import TASK_INST, format_prompt
@@ -227,21 +227,12 @@ def prepare_items(
             docs = get_ctxs(item) if needs else []
         else:
             instruction = TASK_INST[config.task] + "## Input:\n\n" + question
-            docs = _alce_docs(item) if needs else []
+            docs = get_ctxs(item, ("docs", *CTX_KEYS)) if needs else []
         if needs and not docs:
             raise DataFormatError(f"{where(item)}: no passages; retrieval needs at least one")
         prompts.append(format_prompt(instruction))
         ctxs.append(docs[: config.ndocs])
     return items, prompts, ctxs
-
-
-def _alce_docs(item: Mapping[str, Any]) -> list[dict[str, Any]]:
-    if "docs" not in item:
-        return get_ctxs(item)  # ctxs / top_contexts, with their own errors
-    docs = item["docs"]
-    if not isinstance(docs, list) or not all(isinstance(d, Mapping) and isinstance(d.get("text"), str) for d in docs):
-        raise DataFormatError(f"{where(item)}: 'docs' must be a list of passages with a string 'text'")
-    return docs
 
 
 Search = Callable[[list[str], int], list[list[dict[str, Any]]]]
