@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
+from backends import FailingBackend
 
-from selfrag.backends.hf import HFBackend
 from selfrag.baseline import (
     BaselineConfig,
     final_answer,
@@ -396,20 +396,6 @@ def test_config_resolution():
     assert (davinci.openai_api, davinci.prompt_name, davinci.temperature) == ("completions", "prompt_no_input", 0.0)
     assert make(model_name="my-model", base_url="http://127.0.0.1:1/v1").backend == "openai"
     assert make(model_name="m", backend="hf", temperature=0.5).temperature == 0.5
-
-
-class FailingBackend(HFBackend):
-    """Dies on the n-th generate call, like a run killed mid-way."""
-
-    def __init__(self, inner: HFBackend, fail_on_call: int):
-        self.__dict__.update(inner.__dict__)
-        self.fail_on_call, self.calls = fail_on_call, 0
-
-    def generate(self, prompts, params):
-        self.calls += 1
-        if self.calls == self.fail_on_call:
-            raise KeyboardInterrupt
-        return super().generate(prompts, params)
 
 
 def test_resume_after_interruption_loses_and_repeats_nothing(tiny_model_dir, hf_backend, tmp_path):

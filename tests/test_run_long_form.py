@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from backends import FailingBackend
 
 from selfrag.backends.scripted import ScriptedBackend, make_generation
 from selfrag.errors import ConfigError
@@ -139,17 +140,6 @@ def test_exact_prompts_of_each_task(tmp_path):
     out = run_long_form(config, backend=backend)
     assert backend.calls == [[format_prompt(BIO[0]["input"]) + "[No Retrieval]"]]
     assert out[0]["output"] == "Done."
-
-
-class FailingBackend:
-    def __init__(self, inner, fail_on_call):
-        self.inner, self.fail_on_call, self.calls, self.tokenizer = inner, fail_on_call, 0, inner.tokenizer
-
-    def generate(self, prompts, params):
-        self.calls += 1
-        if self.calls == self.fail_on_call:
-            raise KeyboardInterrupt
-        return self.inner.generate(prompts, params)
 
 
 def test_resume_after_interruption(tiny_model_dir, hf_backend, tmp_path):

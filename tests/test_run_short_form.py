@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
+from backends import FailingBackend
 
 from selfrag.backends.base import GenParams
-from selfrag.backends.hf import HFBackend
 from selfrag.errors import BackendError, ConfigError
 from selfrag.prompts import format_evidence, format_prompt
 from selfrag.scoring import Weights, score_generation
@@ -185,20 +185,6 @@ def test_compat_original_defaults_w_use_to_one(tiny_model_dir, tmp_path):
     config = ShortFormConfig(model_name=tiny_model_dir, input_file="x", output_file="y", compat="original")
     assert config.w_use == 1.0
     assert ShortFormConfig(model_name=tiny_model_dir, input_file="x", output_file="y").w_use == 0.5
-
-
-class FailingBackend(HFBackend):
-    """Dies on the n-th generate call, like a run killed mid-way."""
-
-    def __init__(self, inner: HFBackend, fail_on_call: int):
-        self.__dict__.update(inner.__dict__)
-        self.fail_on_call, self.calls = fail_on_call, 0
-
-    def generate(self, prompts, params):
-        self.calls += 1
-        if self.calls == self.fail_on_call:
-            raise KeyboardInterrupt
-        return super().generate(prompts, params)
 
 
 def test_resume_after_interruption_loses_and_repeats_nothing(tiny_model_dir, hf_backend, tmp_path):
