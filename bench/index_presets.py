@@ -65,8 +65,9 @@ def resolve(params: dict, nlist: int) -> dict:
     return out
 
 
-def synthetic(n: int, nq: int, d: int, seed: int, n_clusters: int = 1024, chunk: int = 100_000
-              ) -> tuple[np.ndarray, np.ndarray]:
+def synthetic(
+    n: int, nq: int, d: int, seed: int, n_clusters: int = 1024, chunk: int = 100_000
+) -> tuple[np.ndarray, np.ndarray]:
     """Database and queries from one mixture of anisotropic Gaussians (float32), shaped like real text embeddings.
 
     Calibrated on all-MiniLM-L6-v2 embeddings (unnormalised) of 656 English paragraphs (Python's pydoc topics): per-
@@ -153,7 +154,9 @@ def project(row: dict, n: int, nlist: int) -> dict:
     mem = fixed + per_vector * WIKIPEDIA
     qps_factor = math.log(n) / math.log(WIKIPEDIA) if row["kind"] == "hnsw" else 1 / scale
     return {
-        "bytes_21m": mem, "gib_21m": mem / 2**30, "bytes_per_vector": per_vector,
+        "bytes_21m": mem,
+        "gib_21m": mem / 2**30,
+        "bytes_per_vector": per_vector,
         "qps_21m_est": {k: v * qps_factor for k, v in row["qps"].items()},
         # k-means cost grows with sample size x list count, both x NLIST_21M / nlist (minutes on a GPU)
         "build_s_21m_est": row["train_s"] * ((NLIST_21M / nlist) ** 2 if row["ivf"] else 1) + row["add_s"] * scale,
@@ -215,8 +218,11 @@ def main() -> None:
         xb, xq = synthetic(args.n, args.nq, args.d, args.seed)
         source = "synthetic: 1024 anisotropic Gaussians calibrated to MiniLM text embeddings"
     n, d = xb.shape
-    print(f"data: {n} x {d} ({source}) in {time.perf_counter() - t0:.0f} s; nlist {nlist}, train {train_size}, "
-          f"threads {faiss.omp_get_max_threads()}", flush=True)
+    print(
+        f"data: {n} x {d} ({source}) in {time.perf_counter() - t0:.0f} s; nlist {nlist}, train {train_size}, "
+        f"threads {faiss.omp_get_max_threads()}",
+        flush=True,
+    )
     train = xb[np.random.default_rng(args.seed).choice(n, size=train_size, replace=False)]
 
     exact_index = FaissIndex(d)
@@ -230,11 +236,21 @@ def main() -> None:
         factory = factory.format(nlist=nlist)
         print(f"building {name}: {factory}", flush=True)
         index, ivf, train_s, add_s, trained_bytes = build(name, factory, xb, train, shared, args.chunk)
-        row = {"preset": name, "factory": factory, "what": what, "train_s": train_s, "add_s": add_s,
-               "bytes": index_bytes(index.index), "trained_bytes": trained_bytes, "ivf": ivf is not None,
-               "ivf_dim": int(ivf.d) if ivf is not None else 0,
-               "kind": "hnsw" if factory.startswith("HNSW") else "scan",
-               "qps": {}, "ms_one_query": {}, "recall": {}}
+        row = {
+            "preset": name,
+            "factory": factory,
+            "what": what,
+            "train_s": train_s,
+            "add_s": add_s,
+            "bytes": index_bytes(index.index),
+            "trained_bytes": trained_bytes,
+            "ivf": ivf is not None,
+            "ivf_dim": int(ivf.d) if ivf is not None else 0,
+            "kind": "hnsw" if factory.startswith("HNSW") else "scan",
+            "qps": {},
+            "ms_one_query": {},
+            "recall": {},
+        }
         for params in settings:
             params = resolve(params, nlist)
             index.set_search_params(**params)
@@ -244,28 +260,49 @@ def main() -> None:
         row.update(project(row, n, nlist))
         rows.append(row)
         best = max(row["recall"], key=row["recall"].get)
-        print(f"  {name}: {row['bytes'] / 2**20:.0f} MiB, build {train_s + add_s:.0f} s, recall@{args.k} "
-              + ", ".join(f"{k}: {v:.3f} @ {row['qps'][k]:.0f} q/s" for k, v in row["recall"].items())
-              + f"; 21M: {row['gib_21m']:.1f} GiB (best {best})", flush=True)
+        print(
+            f"  {name}: {row['bytes'] / 2**20:.0f} MiB, build {train_s + add_s:.0f} s, recall@{args.k} "
+            + ", ".join(f"{k}: {v:.3f} @ {row['qps'][k]:.0f} q/s" for k, v in row["recall"].items())
+            + f"; 21M: {row['gib_21m']:.1f} GiB (best {best})",
+            flush=True,
+        )
         del index
 
-    print(f"\n{n} x {d}, {args.nq} queries, recall@{args.k} vs exact; exact search {flat_qps:.1f} q/s "
-          f"({flat_ms:.1f} ms for one query); 21M projection with nlist {NLIST_21M}")
-    header = f"{'preset':20} {'search':24} {'RAM MiB':>8} {'build s':>8} {'q/s':>8} {'ms/1q':>7} {'recall':>7} " \
-             f"{'21M GiB':>8} {'21M q/s*':>9} {'21M build h*':>12}"
+    print(
+        f"\n{n} x {d}, {args.nq} queries, recall@{args.k} vs exact; exact search {flat_qps:.1f} q/s "
+        f"({flat_ms:.1f} ms for one query); 21M projection with nlist {NLIST_21M}"
+    )
+    header = (
+        f"{'preset':20} {'search':24} {'RAM MiB':>8} {'build s':>8} {'q/s':>8} {'ms/1q':>7} {'recall':>7} "
+        f"{'21M GiB':>8} {'21M q/s*':>9} {'21M build h*':>12}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
         for key in row["recall"]:
-            print(f"{row['preset']:20} {key:24} {row['bytes'] / 2**20:8.0f} {row['train_s'] + row['add_s']:8.0f} "
-                  f"{row['qps'][key]:8.0f} {row['ms_one_query'][key]:7.2f} {row['recall'][key]:7.3f} "
-                  f"{row['gib_21m']:8.1f} "
-                  f"{row['qps_21m_est'][key]:9.1f} {row['build_s_21m_est'] / 3600:12.2f}")
+            print(
+                f"{row['preset']:20} {key:24} {row['bytes'] / 2**20:8.0f} {row['train_s'] + row['add_s']:8.0f} "
+                f"{row['qps'][key]:8.0f} {row['ms_one_query'][key]:7.2f} {row['recall'][key]:7.3f} "
+                f"{row['gib_21m']:8.1f} "
+                f"{row['qps_21m_est'][key]:9.1f} {row['build_s_21m_est'] / 3600:12.2f}"
+            )
     print("* estimates (see project() in this file); RAM = size of the saved index (what a memory-mapped load maps)")
-    result = {"n": n, "d": d, "nq": args.nq, "k": args.k, "nlist": nlist, "train_size": train_size, "data": source,
-              "exact_qps": flat_qps, "exact_ms_one_query": flat_ms, "threads": faiss.omp_get_max_threads(),
-              "machine": platform.processor() or platform.machine(), "faiss": faiss.__version__,
-              "projection": {"passages": WIKIPEDIA, "nlist": NLIST_21M}, "presets": rows}
+    result = {
+        "n": n,
+        "d": d,
+        "nq": args.nq,
+        "k": args.k,
+        "nlist": nlist,
+        "train_size": train_size,
+        "data": source,
+        "exact_qps": flat_qps,
+        "exact_ms_one_query": flat_ms,
+        "threads": faiss.omp_get_max_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "faiss": faiss.__version__,
+        "projection": {"passages": WIKIPEDIA, "nlist": NLIST_21M},
+        "presets": rows,
+    }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.output}")

@@ -57,21 +57,11 @@ def main() -> None:
     ctxs = [(item.get("docs") or get_ctxs(item))[: args.ndocs] for item in items]
     model_name, model_desc = args.model_name, args.model_name
     if model_name is None:
-        from selfrag.testing import build_tiny_model
+        from selfrag.testing import BENCH_MODEL, build_bench_model
 
         corpus = "\n".join(c["text"] for docs in ctxs for c in docs)
-        model_name = str(
-            build_tiny_model(
-                Path(tempfile.mkdtemp()) / "small",
-                hidden_size=256,
-                num_layers=4,
-                vocab_size=32016,
-                logit_scale=1.0,
-                corpus=corpus,
-                tokenizer_vocab_size=4000,
-            )
-        )
-        model_desc = "random Llama, hidden 256, 4 layers, vocab 32016"
+        model_name = str(build_bench_model(Path(tempfile.mkdtemp()) / "small", corpus))
+        model_desc = BENCH_MODEL
     backend = HFBackend.from_pretrained(model_name, dtype="float32", max_batch_size=args.max_batch_size)
     vocab = ReflectionVocab.from_tokenizer(backend.tokenizer)
     prompts = [format_prompt(TASK_INST["asqa"] + "## Input:\n\n" + item["question"]) for item in items]

@@ -80,22 +80,12 @@ def main() -> None:
     torch.manual_seed(0)
     model_name = args.model_name
     if model_name is None:
-        from selfrag.testing import build_tiny_model
+        from selfrag.testing import BENCH_MODEL, build_bench_model
 
         # A tokenizer trained on the eval file itself gives Llama-like token counts for its passages.
         corpus = "\n".join(c["text"] for item in load_items(args.input_file) for c in get_ctxs(item))
-        model_name = str(
-            build_tiny_model(
-                Path(tempfile.mkdtemp()) / "small",
-                hidden_size=256,
-                num_layers=4,
-                vocab_size=32016,
-                logit_scale=1.0,
-                corpus=corpus,
-                tokenizer_vocab_size=4000,
-            )
-        )
-        model_desc = "random Llama, hidden 256, 4 layers, vocab 32016"
+        model_name = str(build_bench_model(Path(tempfile.mkdtemp()) / "small", corpus))
+        model_desc = BENCH_MODEL
     else:
         model_desc = model_name
     backend = HFBackend.from_pretrained(model_name, dtype="float32", max_batch_size=args.max_batch_size)

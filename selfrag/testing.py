@@ -91,3 +91,14 @@ def build_tiny_model(
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+BENCH_MODEL = "random Llama, hidden 256, 4 layers, vocab 32016"
+
+
+def build_bench_model(path: str | Path, corpus: str) -> Path:
+    """The benchmarks' small model (`BENCH_MODEL`): Llama-2's vocabulary size, and a tokenizer trained on `corpus`
+    (the benchmark's own passages) so that they get Llama-like token counts (~1.3 tokens a word)."""
+    return build_tiny_model(
+        path, hidden_size=256, num_layers=4, vocab_size=32016, logit_scale=1.0, corpus=corpus, tokenizer_vocab_size=4000
+    )
