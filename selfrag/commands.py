@@ -1,0 +1,446 @@
+"""The `selfrag` command: one entry point over the scripts, with the same config dataclasses and flags.
+
+    selfrag infer --config configs/popqa.yaml --threshold 0.3          # = retrieval_lm/run_short_form.py
+    selfrag eval results/popqa.json --metric accuracy                  # re-score an output file
+    selfrag <command> --help                                           # the command's flags
+
+Every command takes `--config FILE.yaml` (repeatable) under its flags and writes the resolved config next to its
+results (`selfrag.cli.record_path`). Heavy modules are imported by the command that needs them, so `selfrag --help`
+does not load torch. Under torchrun: `torchrun --nproc_per_node 2 -m selfrag train ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selfrag import __version__
+from selfrag.cli import RECORD_SUFFIX, flag, parse_config, program, run_main, setup_logging, write_config_record
+from selfrag.errors import ConfigError, DataFormatError
+
+logger = logging.getLogger(__name__)
+
+
+def _out(text: str) -> None:
+    """Results go to stdout (logs go to stderr)."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------------- retrieval
+
+
+def index(argv: Sequence[str]) -> int:
+    from selfrag.retrieval.embeddings import EmbeddingConfig, generate_passage_embeddings
+
+    setup_logging()
+    config = parse_config(EmbeddingConfig, argv, description=COMMANDS["index"].help)
+    _out(str(generate_passage_embeddings(config)))
+    return 0
+
+
+@dataclass
+class BuildIndexConfig:
+    """Flags of `selfrag build-index`: the index part of passage_retrieval.py's flags, run on its own."""
+
+    passages_embeddings: str = flag('Glob of embedding shards, quoted: "wikipedia_embeddings/*".', default="")
+    index_dir: str | None = flag("Where to save the index (default: the shards' folder).", default=None)
+    index_factory: str | None = flag(
+        "FAISS factory string (Flat, IVF65536,PQ64, IVF65536_HNSW32,SQ8 ...; see bench/index_presets.py). "
+        "Default: the original's (Flat, or PQ with --n_subquantizers).",
+        default=None,
+    )
+    n_subquantizers: int = flag("Original index choice: IndexPQ with this many sub-quantizers (0: Flat).", default=0)
+    n_bits: int = flag("Bits per sub-quantizer code (with --n_subquantizers).", default=8)
+    train_size: int = flag("Vectors sampled across all shards to train IVF / PQ / SQ / OPQ indexes.", default=1_000_000)
+    indexing_batch_size: int = flag("Vectors added to the index at a time.", default=1_000_000)
+    projection_size: int | None = flag("Embedding dimension; default: the shards'.", default=None)
+    seed: int = flag("Seed of the training sample.", default=0)
+
+    def __post_init__(self) -> None:
+        if not self.passages_embeddings:
+            raise ConfigError('--passages_embeddings is required (a quoted glob: "wikipedia_embeddings/*")')
+
+    @property
+    def factory(self) -> str:
+        from selfrag.retrieval.index import original_factory
+
+        return self.index_factory or original_factory(self.n_subquantizers, self.n_bits)
+
+
+def build_index(argv: Sequence[str]) -> int:
+    from selfrag.retrieval.embeddings import embedding_files
+    from selfrag.retrieval.pipeline import load_or_build_index
+
+    setup_logging()
+    config = parse_config(BuildIndexConfig, argv, description=COMMANDS["build-index"].help, record=False)
+    folder = Path(config.index_dir or embedding_files(config.passages_embeddings)[0].parent).resolve()
+    # Beside the folder, not in it: the shards' folder is read back with a glob.
+    write_config_record(config, argv, folder.parent / f"{folder.name}.index{RECORD_SUFFIX}")
+    built = load_or_build_index(
+        index_dir=str(folder),
+        passages_embeddings=config.passages_embeddings,
+        factory=config.factory,
+        save=True,
+        mmap=True,
+        train_size=config.train_size,
+        indexing_batch_size=config.indexing_batch_size,
+        projection_size=config.projection_size,
+        seed=config.seed,
+    )
+    _out(json.dumps({"index_dir": str(folder), "factory": config.factory, "vectors": built.ntotal, "dim": built.dim}))
+    return 0
+
+
+def retrieve(argv: Sequence[str]) -> int:
+    from selfrag.retrieval.pipeline import RetrievalConfig, retrieve_files, setup_retriever
+
+    setup_logging()
+    config = parse_config(RetrievalConfig, argv, description=COMMANDS["retrieve"].help)
+    retriever = setup_retriever(config)
+    if config.query is not None:
+        for rank, hit in enumerate(retriever.search([config.query], config.n_docs)[0], start=1):
+            _out(json.dumps({"rank": rank, **hit}, ensure_ascii=False))
+        return 0
+    for path in retrieve_files(config, retriever):
+        _out(str(path))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- inference
+
+
+def infer(argv: Sequence[str]) -> int:
+    from selfrag.short_form import ShortFormConfig, run_short_form
+
+    setup_logging()
+    run_short_form(parse_config(ShortFormConfig, argv, description=COMMANDS["infer"].help))
+    return 0
+
+
+def _live_long_form_config() -> type:
+    """The flags of run_long_form.py: run_long_form_static.py's plus the retriever's (built on first use, so that
+    importing this module does not import torch)."""
+    from selfrag.long_form import LongFormConfig
+
+    @dataclass
+    class LiveLongFormConfig(LongFormConfig):
+        retriever: str = flag(
+            "Query encoder (the one that embedded the passages), e.g. facebook/contriever-msmarco.", default=""
+        )
+        passages: str = flag("Passage file: DPR TSV (id, text, title) or JSONL.", default="")
+        passages_embeddings: str | None = flag(
+            'Glob of embedding shards, quoted: "wikipedia_embeddings/*".', default=None
+        )
+        index_dir: str | None = flag("Folder of a saved index (default: the shards' folder).", default=None)
+        index_factory: str | None = flag(
+            "FAISS factory string of the index to build if none is saved (default Flat).", default=None
+        )
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if not self.retriever or not self.passages:
+                raise ConfigError(
+                    "--retriever and --passages are required for live retrieval (selfrag long-form --live)"
+                )
+
+    return LiveLongFormConfig
+
+
+def long_form(argv: Sequence[str]) -> int:
+    from selfrag.long_form import LongFormConfig, run_long_form
+
+    setup_logging()
+    argv = list(argv)
+    if "--live" not in argv:
+        run_long_form(parse_config(LongFormConfig, argv, description=COMMANDS["long-form"].help + LIVE_NOTE))
+        return 0
+    argv.remove("--live")
+    config = parse_config(_live_long_form_config(), argv, description=LIVE_DESCRIPTION)
+    from selfrag.retrieval import Retriever
+
+    retriever = Retriever.from_paths(
+        config.retriever,
+        config.passages,
+        index_dir=config.index_dir,
+        passages_embeddings=config.passages_embeddings,
+        index_factory=config.index_factory,
+    )
+    run_long_form(config, search=retriever.search)
+    return 0
+
+
+LIVE_NOTE = ". With --live (run_long_form.py): passages come from a retriever; see `selfrag long-form --live --help`."
+LIVE_DESCRIPTION = (
+    "Long-form Self-RAG with live retrieval (retrieval_lm/run_long_form.py): when a segment asks for retrieval, the "
+    "retriever is queried with the question plus the answer so far; items need no passages."
+)
+
+
+def baseline(argv: Sequence[str]) -> int:
+    from selfrag.baseline import BaselineConfig, run_baseline
+
+    setup_logging()
+    run_baseline(parse_config(BaselineConfig, argv, description=COMMANDS["baseline"].help))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+def train(argv: Sequence[str]) -> int:
+    from selfrag.training.distributed import setup_rank_logging
+
+    setup_rank_logging()
+    argv = list(argv)
+    if "--critic" in argv:
+        argv.remove("--critic")
+        from selfrag.training.critic import CriticConfig, train_critic
+
+        train_critic(parse_config(CriticConfig, argv, description=CRITIC_DESCRIPTION))
+        return 0
+    from selfrag.training.config import FinetuneConfig
+    from selfrag.training.loop import train as train_generator
+
+    train_generator(parse_config(FinetuneConfig, argv, description=COMMANDS["train"].help + CRITIC_NOTE))
+    return 0
+
+
+CRITIC_NOTE = ". With --critic (train_special_tokens.py): train the critic; see `selfrag train --critic --help`."
+CRITIC_DESCRIPTION = (
+    "Train the Self-RAG critic (data_creation/train_special_tokens.py): next-token loss on {instruction, input, "
+    "output} critic examples, on the generator's training loop."
+)
+
+
+LABEL_COUNTS = ("labelled", "rejected", "failed", "requests_paid", "prompt_tokens", "completion_tokens", "cost")
+
+
+def label(argv: Sequence[str]) -> int:
+    from selfrag.data import write_json_atomic
+    from selfrag.data_creation.judge import CriticLabelConfig, config_dict, label_items
+
+    setup_logging()
+    config = parse_config(CriticLabelConfig, argv, description=COMMANDS["label"].help)
+    summary = label_items(config)
+    _out(json.dumps(summary, indent=1))
+    if config.dry_run:
+        return 0
+    write_json_atomic(config.output_file + ".usage.json", {"config": config_dict(config), **summary})
+    logger.info(
+        "%d labelled, %d rejected, %d failed; paid %d requests: %d prompt + %d completion tokens (%.4f)",
+        *(summary[k] for k in LABEL_COUNTS),
+    )
+    return 1 if summary["failed"] else 0
+
+
+def combine(argv: Sequence[str]) -> int:
+    from selfrag.data import load_items, write_json_atomic
+    from selfrag.data_creation.critic_data import CombineConfig, critic_records, label_distribution, split_train_dev
+
+    setup_logging()
+    config = parse_config(CombineConfig, argv, description=COMMANDS["combine"].help)
+    items = [item for path in config.input_files for item in load_items(path)]
+    records, dropped = critic_records(items, relevant_keep=config.relevant_keep, seed=config.seed)
+    train_records, dev = split_train_dev(records, config.dev_size, config.seed)
+    write_json_atomic(f"{config.output_file_name}_train.json", train_records)
+    write_json_atomic(f"{config.output_file_name}_dev.json", dev)
+    stats = {
+        "train": len(train_records),
+        "dev": len(dev),
+        "dropped": dict(dropped),
+        "labels": label_distribution(records),
+    }
+    _out(json.dumps(stats, indent=1))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+METRIC_NAMES = ("match", "accuracy", "exact_match", "f1")  # = selfrag.metrics.METRICS, without importing it
+
+
+@dataclass
+class EvalConfig:
+    """Flags of `selfrag eval`. The result files may also be given first, without `--files`."""
+
+    files: list[str] = flag(
+        "Result files (or folders of them) of run_short_form.py / run_baseline_lm.py.", default=None
+    )
+    metric: list[str] = flag(
+        "Metrics to compute (default: all four). match is the paper's; see selfrag/metrics.py.",
+        default=None,
+        metadata={"choices": METRIC_NAMES},
+    )
+    task: str | None = flag(
+        "Score as this task (arc_c, fever or none); default: each file's config.task.", default=None
+    )
+    table: bool = flag(
+        "Print the paper's Table 2 from the files instead (scripts/results_table.py; --metric: one stored metric).",
+        default=False,
+    )
+    output: str | None = flag("Also write the table (markdown) to this file.", default=None)
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            raise ConfigError("give result files: selfrag eval results/popqa.json [more files or folders]")
+        self.metric = list(self.metric or METRIC_NAMES)
+        if self.table and len(self.metric) > 1 and self.metric != list(METRIC_NAMES):
+            raise ConfigError("--table reports one metric: pass at most one --metric")
+
+
+def rescore(path: Path, metrics: Sequence[str], task: str | None = None) -> dict[str, Any]:
+    """Recompute `metrics` (fractions) for the `preds` and `golds` of one short-form / baseline output file.
+
+    The task (ARC letter parsing, PubHealth true/false) is `task`, else the file's `config.task`. Returns
+    `{"file", "task", "items", <metric>: value ...}`.
+    """
+    from selfrag.metrics import metric_fn
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from err
+    preds = data.get("preds") if isinstance(data, dict) else None
+    golds = data.get("golds") if isinstance(data, dict) else None
+    if not isinstance(preds, list) or not isinstance(golds, list) or len(preds) != len(golds):
+        raise DataFormatError(
+            f"{path}: needs 'preds' and 'golds' lists of equal length: selfrag eval re-scores the outputs of "
+            "selfrag infer / baseline (run_short_form.py / run_baseline_lm.py)"
+        )
+    if not preds or any(not g for g in golds):
+        raise DataFormatError(f"{path}: no items, or items without gold answers (a run with --metric none?)")
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    task = task if task is not None else config.get("task")
+    task = None if task in ("", "none") else task
+    row: dict[str, Any] = {"file": str(path), "task": task or "-", "items": len(preds)}
+    for name in metrics:
+        fn = metric_fn(name, task)
+        row[name] = sum(fn(p, g) for p, g in zip(preds, golds)) / len(preds)
+    return row
+
+
+def rescore_markdown(rows: Sequence[dict[str, Any]], metrics: Sequence[str]) -> str:
+    """Rows of `rescore` as a markdown table, values x100 with one decimal (as the paper reports them)."""
+    lines = ["| file | task | items | " + " | ".join(metrics) + " |", "|---|---|---|" + "---|" * len(metrics)]
+    for row in rows:
+        cells = [row["file"], row["task"], str(row["items"]), *(f"{100 * row[m]:.1f}" for m in metrics)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(argv: Sequence[str]) -> int:
+    from selfrag.results_table import collect, result_files, table2_markdown
+
+    setup_logging(logging.WARNING)
+    argv = list(argv)
+    leading = next((i for i, arg in enumerate(argv) if arg.startswith("-")), len(argv))
+    if leading:  # `selfrag eval a.json b.json --metric f1` = `--files a.json b.json --metric f1`
+        argv = ["--files", *argv[:leading], *argv[leading:]]
+    config = parse_config(EvalConfig, argv, description=COMMANDS["eval"].help, record=False)
+    if config.output:
+        write_config_record(config, argv, config.output + RECORD_SUFFIX)
+    if config.table:
+        metric = config.metric[0] if config.metric != list(METRIC_NAMES) else None
+        text = table2_markdown(collect(config.files, metric))
+    else:
+        files = [p for p in result_files(config.files) if not p.name.endswith(RECORD_SUFFIX)]
+        text = rescore_markdown([rescore(p, config.metric, config.task) for p in files], config.metric)
+    _out(text)
+    if config.output:
+        Path(config.output).write_text(text, encoding="utf-8")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- delegated
+
+
+def _delegate(module: str) -> Callable[[Sequence[str]], int]:
+    """`module.main(argv)`, imported when the command runs (the module may be absent from this installation)."""
+
+    def run(argv: Sequence[str]) -> int:
+        try:
+            target = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise  # a missing dependency of the module: its own message says what to install
+            raise ConfigError(f"{module} is not part of this installation of selfrag {__version__}") from err
+        if not callable(getattr(target, "main", None)):
+            raise ConfigError(f"{module} has no main(argv) entry point in this version ({__version__})")
+        return target.main(list(argv))
+
+    return run
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    run: Callable[[Sequence[str]], int]
+
+
+COMMANDS: dict[str, Command] = {
+    "index": Command("Embed a passage corpus in shards (retrieval_lm/generate_passage_embeddings.py)", index),
+    "build-index": Command(
+        "Build and save a FAISS index over embedding shards (the index step of retrieve)", build_index
+    ),
+    "retrieve": Command(
+        "Retrieve passages for a query or for eval files (retrieval_lm/passage_retrieval.py)", retrieve
+    ),
+    "infer": Command("Short-form Self-RAG inference and evaluation (retrieval_lm/run_short_form.py)", infer),
+    "long-form": Command(
+        "Long-form Self-RAG beam search over given passages (run_long_form_static.py); --live: run_long_form.py",
+        long_form,
+    ),
+    "baseline": Command("Baseline LM with or without retrieved passages (retrieval_lm/run_baseline_lm.py)", baseline),
+    "train": Command("Fine-tune the generator (finetune.py); --critic: the critic (train_special_tokens.py)", train),
+    "label": Command("Label data for one reflection aspect with a judge LM (data_creation/critic_label.py)", label),
+    "combine": Command("Combine judge labels into critic train / dev data (combine_critic_data.py)", combine),
+    "eval": Command("Re-score result files with chosen metrics, or print Table 2 (--table)", evaluate),
+    "serve": Command("OpenAI-compatible HTTP server over Self-RAG (selfrag.server)", _delegate("selfrag.server")),
+    "quickstart": Command(
+        "Offline Self-RAG demo on the shipped corpus (selfrag.quickstart)", _delegate("selfrag.quickstart")
+    ),
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    width = max(map(len, COMMANDS)) + 2
+    listing = "\n".join(f"  {name:<{width}}{command.help}" for name, command in COMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog="selfrag",
+        usage="selfrag <command> [flags]",
+        description="Self-RAG: retrieve, generate and critique through self-reflection (Asai et al., ICLR 2024).",
+        epilog=f"commands:\n{listing}\n\n'selfrag <command> --help' shows a command's flags. Every command reads "
+        "--config FILE.yaml (repeatable) under its flags and writes the resolved config next to its results.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"selfrag {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`selfrag <command> [flags]`: run one command; exit status 2 for an unknown command or a bad config."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    if not argv or argv[0].startswith("-"):
+        parser.parse_args(argv)  # --help / --version exit here; anything else is an error
+        parser.print_usage(sys.stderr)
+        sys.stderr.write("selfrag: error: name a command (selfrag --help lists them)\n")
+        return 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        close = difflib.get_close_matches(name, COMMANDS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        parser.print_usage(sys.stderr)
+        sys.stderr.write(f"selfrag: error: unknown command '{name}'{hint} (commands: {', '.join(COMMANDS)})\n")
+        return 2
+    with program(f"selfrag {name}"):
+        return run_main(COMMANDS[name].run, rest)
