@@ -1,0 +1,711 @@
+"""ASQA / ELI5 evaluation the way ALCE (Gao et al., 2023, `princeton-nlp/ALCE` eval.py) scores it, written anew.
+
+Input: ALCE-format items (what `retrieval_lm/run_long_form_static.py --task asqa` writes, and the `data` of a
+`run_baseline_lm.py` output): `output` (the answer, `[k]` citing `docs[k-1]`), `docs`, and for ASQA `qa_pairs`
+(`short_answers`) and `annotations` (`long_answer`); ELI5 has `answer` and `claims` instead.
+
+Metrics (the `.score` keys of ALCE; all but `length` are percentages):
+
+- `length`: mean number of words of the answer without its citations.
+- `str_em`: per item, the fraction of its `qa_pairs` for which some short answer occurs (as a substring, after
+  SQuAD normalisation) in the normalised answer; averaged over items. `str_hit`: the share of items where every
+  qa pair is found.
+- `rougeLsum`: ROUGE-Lsum F1 (`rouge-score`, Porter stemming) of the lowercased, sentence-split answer against each
+  reference long answer, the best reference per item; averaged over items. ALCE averages with a bootstrap
+  (`BootstrapAggregator`, its median resample); we report the plain mean, which that median estimates.
+- `citation_rec` / `citation_prec` (ALCE §4.2): the answer is split into sentences; a sentence's citations are its
+  `[k]` marks (the first `at_most_citations`). Recall: the sentence (citations removed) is entailed by its cited
+  passages together; a sentence without citations, or citing a passage that does not exist, counts as unsupported.
+  Precision: each citation of a supported sentence is relevant unless it is redundant, i.e. it does not entail the
+  sentence alone **and** the other citations still entail it without it; every citation of an unsupported sentence
+  is irrelevant. A sentence citing a passage that does not exist is unsupported even when the cap would drop that
+  citation (ALCE checks the range first). Per item, recall = supported sentences / sentences and precision =
+  relevant / counted citations (0 with none); items whose answer has no sentence are left out of both means (ALCE).
+- `mauve` (needs the `mauve-text` package): MAUVE between question+reference and question+answer texts (first 100
+  words, trailing punctuation dropped). `QA-EM` / `QA-F1` / `QA-Hit` (`--qa`): an extractive QA model answers each
+  disambiguated question from the answer. `claims_nli` (ELI5): the share of gold claims the answer entails.
+
+Entailment is pluggable (`NLIScorer`): the TRUE T5 model ALCE uses (`google/t5_xxl_true_nli_mixture`), any HF
+sequence-classification NLI model, or a plain function (tests). Calls are batched over the whole file.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from selfrag.cli import flag
+from selfrag.data import where
+from selfrag.errors import ConfigError, DataFormatError
+from selfrag.metrics import normalize_answer
+
+logger = logging.getLogger(__name__)
+
+TRUE_MODEL = "google/t5_xxl_true_nli_mixture"  # ALCE's AUTOAIS_MODEL
+QA_MODEL = "gaotianyu1350/roberta-large-squad"  # ALCE's QA_MODEL
+MAUVE_MODEL = "gpt2-large"  # ALCE's featurize_model_name
+PERCENT_KEYS = ("str_em", "str_hit", "rougeLsum", "QA-EM", "QA-F1", "QA-Hit", "mauve", "citation_rec")
+PERCENT_KEYS += ("citation_prec", "claims_nli")
+
+# ------------------------------------------------------------------------------------------------- text helpers
+
+_CITE_MARK = re.compile(r"\s?\[\d+\]")
+_CITE_REF = re.compile(r"\[(\d+)")  # ALCE reads "[12" as a citation of passage 12, closed or not
+
+
+def remove_citations(text: str) -> str:
+    """Drop every `[k]` mark with the one space before it: "Paris [1][2]." -> "Paris."."""
+    return _CITE_MARK.sub("", text)
+
+
+def citation_ids(sentence: str) -> list[int]:
+    """The 0-based passage indices a sentence cites, in order: "A [2][1]." -> [1, 0]."""
+    return [int(k) - 1 for k in _CITE_REF.findall(sentence)]
+
+
+def first_line(output: str) -> str:
+    """ALCE scores the answer up to its first newline, with surrounding whitespace and `<|im_end|>` removed."""
+    return output.strip().split("\n")[0].replace("<|im_end|>", "")
+
+
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof st jr sr vs etc e.g i.e u.s u.k no vol fig jan feb mar apr jun jul aug sep sept oct nov dec"
+    " inc ltd co corp gen col lt sgt mt ft approx".split()
+)
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s+)")
+
+
+def regex_sentences(text: str) -> list[str]:
+    """Split after `.`, `!` or `?` (and closing quotes / brackets) before whitespace, except after common
+    abbreviations ("Dr.", "U.S.") and single-letter initials ("J. R. R. Tolkien"), whatever the next word's case (ALCE
+    splits lowercased text for ROUGE); a light
+    stand-in for NLTK's punkt, which ALCE uses, for machines without its data."""
+    sentences, start = [], 0
+    for found in _SENTENCE_END.finditer(text):
+        words = text[start : found.start() + 1].split()
+        last = words[-1].lower().rstrip(".!?") if words else ""
+        if text[found.start()] == "." and (last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())):
+            continue
+        sentences.append(text[start : found.end()].strip())
+        start = found.end()
+    sentences.append(text[start:].strip())
+    return [s for s in sentences if s]
+
+
+def sentence_splitter(kind: Literal["auto", "nltk", "regex"] = "auto") -> Callable[[str], list[str]]:
+    """NLTK's `sent_tokenize` (ALCE's splitter) when its punkt data is installed, else `regex_sentences`."""
+    if kind == "regex":
+        return regex_sentences
+    try:
+        import nltk
+
+        nltk.sent_tokenize("A test. Another one.")
+        return nltk.sent_tokenize
+    except (ImportError, LookupError) as err:
+        if kind == "nltk":
+            raise ConfigError(
+                f"--sentence_splitter nltk needs nltk with its punkt data ({err}); "
+                "pip install nltk and python -m nltk.downloader punkt_tab, or use --sentence_splitter regex"
+            ) from err
+        logger.warning("NLTK punkt data not found; sentences are split with the regex splitter (selfrag.alce)")
+        return regex_sentences
+
+
+def format_document(doc: Mapping[str, Any]) -> str:
+    """A passage as the NLI premise: "Title: {title}\\n{text}" (ALCE's `_format_document`)."""
+    return f"Title: {doc.get('title', '')}\n{doc.get('sent', doc.get('text', ''))}"
+
+
+# --------------------------------------------------------------------------------------------------- validation
+
+
+def _field(item: Mapping[str, Any], name: str, kind: type | tuple[type, ...], hint: str) -> Any:
+    if name not in item:
+        raise DataFormatError(f"{where(item)}: missing field '{name}'; {hint}")
+    if not isinstance(item[name], kind):
+        raise DataFormatError(f"{where(item)}: field '{name}' has type {type(item[name]).__name__}; {hint}")
+    return item[name]
+
+
+def check_items(items: Sequence[Mapping[str, Any]], citations: bool = False) -> None:
+    """Every item needs a string `output`; with `citations`, a `docs` list of passages with `text`."""
+    if not items:
+        raise DataFormatError("no items to evaluate")
+    for item in items:
+        _field(item, "output", str, "the answer to score (run run_long_form_static.py or run_baseline_lm.py)")
+        if citations:
+            docs = _field(item, "docs", list, "--citations needs the passages the answer's [k] marks refer to")
+            for k, doc in enumerate(docs):
+                if not isinstance(doc, Mapping) or not isinstance(doc.get("text", doc.get("sent")), str):
+                    raise DataFormatError(f"{where(item)}: docs[{k}] has no string 'text'")
+
+
+def _present_in_all(items: Sequence[Mapping[str, Any]], name: str) -> bool:
+    """True when every item has `name`, False when none has; a file where only some have it is an error."""
+    have = [item.get(name) is not None for item in items]
+    if all(have):
+        return True
+    if any(have):
+        missing = items[have.index(False)]
+        raise DataFormatError(f"{where(missing)}: missing field '{name}' (other items have it)")
+    return False
+
+
+def qa_pairs_of(item: Mapping[str, Any]) -> list[list[str]]:
+    """The short answers of each qa pair: `qa_pairs[*].short_answers`."""
+    pairs = _field(item, "qa_pairs", list, "ASQA items list their disambiguated questions in qa_pairs")
+    if not pairs:
+        raise DataFormatError(f"{where(item)}: 'qa_pairs' is empty")
+    answers = []
+    for k, pair in enumerate(pairs):
+        short = pair.get("short_answers") if isinstance(pair, Mapping) else None
+        if not isinstance(short, list) or not all(isinstance(a, str) for a in short):
+            raise DataFormatError(f"{where(item)}: qa_pairs[{k}] has no list of strings 'short_answers'")
+        answers.append(short)
+    return answers
+
+
+def references_of(item: Mapping[str, Any]) -> list[str]:
+    """ROUGE references: every `annotations[*].long_answer` (ASQA), else `answer` (ELI5)."""
+    if item.get("annotations"):
+        refs = [a.get("long_answer") for a in item["annotations"] if isinstance(a, Mapping)]
+        if refs and all(isinstance(r, str) for r in refs):
+            return refs
+        raise DataFormatError(f"{where(item)}: every annotations[*] needs a string 'long_answer'")
+    if isinstance(item.get("answer"), str):
+        return [item["answer"]]
+    raise DataFormatError(f"{where(item)}: no reference for ROUGE: needs annotations[*].long_answer or answer")
+
+
+# ------------------------------------------------------------------------------------------------ plain metrics
+
+
+def answer_length(outputs: Sequence[str]) -> float:
+    """Mean number of whitespace-separated words."""
+    return sum(len(o.split()) for o in outputs) / len(outputs)
+
+
+def exact_presence(short_answers: Sequence[str], text: str) -> bool:
+    """Some short answer, normalised, is a substring of the normalised text (lenient: "handel" is in "handelsblatt")."""
+    normalised = normalize_answer(text)
+    return any(normalize_answer(a) in normalised for a in short_answers)
+
+
+def str_em_hit(outputs: Sequence[str], qa_answers: Sequence[Sequence[Sequence[str]]]) -> tuple[float, float]:
+    """ALCE's `str_em` and `str_hit` (percentages) of citation-free outputs against each item's short answers."""
+    em, hit = [], []
+    for output, pairs in zip(outputs, qa_answers):
+        found = [exact_presence(answers, output) for answers in pairs]
+        em.append(sum(found) / len(found))
+        hit.append(float(all(found)))
+    return 100 * sum(em) / len(em), 100 * sum(hit) / len(hit)
+
+
+def rouge_lsum(outputs: Sequence[str], references: Sequence[Sequence[str]], split: Callable[[str], list[str]]) -> float:
+    """Mean over items of the best ROUGE-Lsum F1 against the item's references, x100 (rouge-score, stemmed)."""
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError as err:
+        raise ConfigError("ROUGE needs the rouge-score package: pip install rouge-score (or selfrag[eval])") from err
+    scorer = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=True)
+
+    def prepare(text: str) -> str:
+        return "\n".join(split(text.lower()))
+
+    best = []
+    for output, refs in zip(outputs, references):
+        hypothesis = prepare(output)
+        best.append(max(scorer.score(prepare(ref), hypothesis)["rougeLsum"].fmeasure for ref in refs))
+    return 100 * sum(best) / len(best)
+
+
+def _squad_f1(gold: str, pred: str) -> float:
+    gold_tokens, pred_tokens = normalize_answer(gold).split(), normalize_answer(pred).split()
+    if not gold_tokens or not pred_tokens:
+        return float(gold_tokens == pred_tokens)  # SQuAD v2: both empty is a match
+    overlap = sum((Counter(gold_tokens) & Counter(pred_tokens)).values())
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / len(pred_tokens), overlap / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+QAFunction = Callable[[list[str], str], list[str]]  # (questions, context) -> one extracted answer per question
+
+
+def qa_scores(outputs: Sequence[str], items: Sequence[Mapping[str, Any]], answer: QAFunction) -> dict[str, float]:
+    """ALCE's QA-EM / QA-F1 / QA-Hit: `answer` reads each qa pair's `question` from the output."""
+    em, f1, hit = [], [], []
+    for output, item in zip(outputs, items):
+        answers = qa_pairs_of(item)
+        questions = [str(pair.get("question", "")) for pair in item["qa_pairs"]]
+        preds = answer(questions, output if output else " ")
+        item_em = [
+            max(float(normalize_answer(a) == normalize_answer(p)) for a in golds) for golds, p in zip(answers, preds)
+        ]
+        item_f1 = [max(_squad_f1(a, p) for a in golds) for golds, p in zip(answers, preds)]
+        em.append(sum(item_em) / len(item_em))
+        f1.append(sum(item_f1) / len(item_f1))
+        hit.append(float(all(item_em)))
+    n = len(em)
+    return {"QA-EM": 100 * sum(em) / n, "QA-F1": 100 * sum(f1) / n, "QA-Hit": 100 * sum(hit) / n}
+
+
+class ExtractiveQA:
+    """An HF extractive QA model (ALCE: roberta-large fine-tuned on SQuAD) read the way transformers' former
+    `question-answering` pipeline read it with `handle_impossible_answer=True` (transformers 5 removed that
+    pipeline): softmax the start and end logits over the context tokens and the first (CLS) token, take the span
+    (start <= end, at most `max_answer_len` tokens) with the largest p(start) * p(end), and answer "" when the
+    CLS pair scores higher. Contexts longer than the model's input are cut (ASQA answers are short)."""
+
+    def __init__(self, model: str, device: str = "auto", max_answer_len: int = 15):
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        self.device = _torch_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.model = AutoModelForQuestionAnswering.from_pretrained(model).to(self.device).eval()
+        limits = [self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", None)]
+        self.max_length = min((n for n in limits if isinstance(n, int) and n < 1_000_000), default=512)
+        self.max_answer_len = max_answer_len
+
+    def __call__(self, questions: list[str], context: str) -> list[str]:
+        import torch
+
+        batch = self.tokenizer(
+            questions,
+            [context] * len(questions),
+            return_tensors="pt",
+            padding=True,
+            truncation="only_second",
+            max_length=self.max_length,
+            return_offsets_mapping=True,
+        )
+        offsets = batch.pop("offset_mapping")
+        with torch.inference_mode():
+            out = self.model(**batch.to(self.device))
+        answers = []
+        for i in range(len(questions)):
+            in_context = torch.tensor([s == 1 for s in batch.sequence_ids(i)])
+            keep = in_context.clone()
+            keep[0] = True  # the CLS token stands for "no answer"
+            start = out.start_logits[i].float().cpu().masked_fill(~keep, float("-inf")).softmax(-1)
+            end = out.end_logits[i].float().cpu().masked_fill(~keep, float("-inf")).softmax(-1)
+            spans = torch.triu(start[:, None] * end[None, :]).tril(self.max_answer_len - 1)
+            spans = spans * (in_context[:, None] & in_context[None, :])
+            best = int(spans.argmax())
+            first, last = divmod(best, spans.shape[1])
+            if float(start[0] * end[0]) > float(spans[first, last]):
+                answers.append("")
+            else:
+                answers.append(context[int(offsets[i][first][0]) : int(offsets[i][last][1])])
+        return answers
+
+
+def hf_qa_function(model: str, device: str = "auto") -> QAFunction:
+    """A `QAFunction` from an HF extractive QA model path or hub id."""
+    return ExtractiveQA(model, device)
+
+
+def mauve_texts(items: Sequence[Mapping[str, Any]], outputs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(human, model) texts for MAUVE: question + " " + answer (the reference `answer`, else the first long answer),
+    first 100 words, trailing punctuation removed."""
+
+    def text(question: str, answer: str) -> str:
+        return " ".join((question + " " + answer.strip()).split()[:100]).rstrip(string.punctuation)
+
+    human = [
+        text(
+            str(item.get("question", "")),
+            item["answer"] if isinstance(item.get("answer"), str) else references_of(item)[0],
+        )
+        for item in items
+    ]
+    return human, [text(str(item.get("question", "")), o) for item, o in zip(items, outputs)]
+
+
+def mauve_score(human: list[str], model: list[str], featurize_model: str = MAUVE_MODEL) -> float | None:
+    """MAUVE x100 with the `mauve-text` package, or None (logged) when it is not installed."""
+    try:
+        import mauve
+    except ImportError:
+        logger.warning("MAUVE skipped: the mauve-text package is not installed (pip install mauve-text)")
+        return None
+    import torch
+
+    out = mauve.compute_mauve(
+        p_text=human,
+        q_text=model,
+        device_id=0 if torch.cuda.is_available() else -1,
+        max_text_length=512,
+        verbose=False,
+        batch_size=8,
+        featurize_model_name=featurize_model,
+    )
+    return 100 * float(out.mauve)
+
+
+# ------------------------------------------------------------------------------------------------------------ NLI
+
+
+class NLIScorer(Protocol):
+    """Decides entailment for aligned lists: `entails(premises, hypotheses)[i]` is premise i |= hypothesis i."""
+
+    def entails(self, premises: list[str], hypotheses: list[str]) -> list[bool]: ...
+
+
+class CallableNLI:
+    """An `NLIScorer` from a plain function `(premise, hypothesis) -> bool` (tests, rules, remote services)."""
+
+    def __init__(self, fn: Callable[[str, str], bool]):
+        self.fn = fn
+        self.calls: list[tuple[str, str]] = []
+
+    def entails(self, premises: list[str], hypotheses: list[str]) -> list[bool]:
+        self.calls.extend(zip(premises, hypotheses))
+        return [bool(self.fn(p, h)) for p, h in zip(premises, hypotheses)]
+
+
+def _torch_device(device: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def _dtype(name: str | None, device: str):
+    import torch
+
+    if name is None:  # ALCE loads TRUE in bf16 on GPU
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, {"half": "float16", "bf16": "bfloat16", "fp32": "float32"}.get(name, name))
+
+
+class TrueNLI:
+    """A seq2seq TRUE-style model: input "premise: {p} hypothesis: {h}", entailed iff it generates exactly "1"
+    (ALCE's `_run_nli_autoais`, which greedily generates up to 10 tokens and compares the text with "1")."""
+
+    def __init__(self, model: str, batch_size: int = 8, device: str = "auto", dtype: str | None = None):
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        self.device = _torch_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.model = AutoModelForSeq2SeqLM.from_pretrained(model, dtype=_dtype(dtype, self.device)).to(self.device)
+        self.model.eval()
+        self.batch_size = batch_size
+
+    def generate_texts(self, premises: list[str], hypotheses: list[str]) -> list[str]:
+        import torch
+
+        texts = []
+        inputs = [f"premise: {p} hypothesis: {h}" for p, h in zip(premises, hypotheses)]
+        for start in range(0, len(inputs), self.batch_size):
+            batch = self.tokenizer(inputs[start : start + self.batch_size], return_tensors="pt", padding=True)
+            with torch.inference_mode():
+                out = self.model.generate(**batch.to(self.device), max_new_tokens=10, do_sample=False)
+            texts.extend(self.tokenizer.batch_decode(out, skip_special_tokens=True))
+        return texts
+
+    def entails(self, premises: list[str], hypotheses: list[str]) -> list[bool]:
+        return [text.strip() == "1" for text in self.generate_texts(premises, hypotheses)]
+
+
+def entailment_label(id2label: Mapping[Any, str]) -> int:
+    """The class index whose label names entailment ("entailment", "ENTAILMENT", "entailed"), not "not_entailment"."""
+    found = [int(i) for i, label in id2label.items() if "entail" in label.lower() and "not" not in label.lower()]
+    if len(found) != 1:
+        raise ConfigError(
+            f"cannot find the entailment class among the model's labels {dict(id2label)}; "
+            "use an NLI model whose config.id2label names it (e.g. 'entailment')"
+        )
+    return found[0]
+
+
+class SeqClsNLI:
+    """Any HF sequence-classification NLI model: entailed iff the argmax class is the entailment label."""
+
+    def __init__(self, model: str, batch_size: int = 16, device: str = "auto", dtype: str | None = None):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.device = _torch_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.model = AutoModelForSequenceClassification.from_pretrained(model, dtype=_dtype(dtype, "cpu"))
+        self.model.to(self.device).eval()
+        self.entailment = entailment_label(self.model.config.id2label)
+        self.batch_size = batch_size
+        # the longest input the model takes (roberta: 512 of 514 positions); passages are cut, not the sentence
+        limits = [self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", None)]
+        self.max_length = min((n for n in limits if isinstance(n, int) and n < 1_000_000), default=512)
+
+    def entails(self, premises: list[str], hypotheses: list[str]) -> list[bool]:
+        import torch
+
+        decisions = []
+        for start in range(0, len(premises), self.batch_size):
+            end = start + self.batch_size
+            batch = self.tokenizer(
+                premises[start:end],
+                hypotheses[start:end],
+                return_tensors="pt",
+                padding=True,
+                truncation="only_first",
+                max_length=self.max_length,
+            )
+            with torch.inference_mode():
+                logits = self.model(**batch.to(self.device)).logits
+            decisions.extend((logits.argmax(-1) == self.entailment).tolist())
+        return decisions
+
+
+def load_nli(model: str, kind: Literal["true", "seq-cls"], **kwargs: Any) -> NLIScorer:
+    return TrueNLI(model, **kwargs) if kind == "true" else SeqClsNLI(model, **kwargs)
+
+
+class _CachedNLI:
+    """Asks each distinct (premise, hypothesis) once, in as few batched calls as the caller allows."""
+
+    def __init__(self, nli: NLIScorer):
+        self.nli, self.cache = nli, {}
+
+    def __call__(self, pairs: list[tuple[str, str]]) -> list[bool]:
+        todo = list(dict.fromkeys(p for p in pairs if p not in self.cache))
+        if todo:
+            results = self.nli.entails([p for p, _ in todo], [h for _, h in todo])
+            if len(results) != len(todo):
+                raise ValueError(f"NLI scorer returned {len(results)} decisions for {len(todo)} pairs")
+            self.cache.update(zip(todo, map(bool, results)))
+        return [self.cache[p] for p in pairs]
+
+
+# ------------------------------------------------------------------------------------------------------ citations
+
+
+def citation_scores(
+    items: Sequence[Mapping[str, Any]],
+    outputs: Sequence[str],
+    nli: NLIScorer,
+    split: Callable[[str], list[str]],
+    at_most_citations: int | None = 3,
+) -> dict[str, float]:
+    """ALCE's citation recall and precision (x100); see the module docstring. Three batched NLI rounds: joint
+    support of every sentence, then each citation alone, then the others without it (only where needed)."""
+    ask = _CachedNLI(nli)
+    sentences = []  # (item index, hypothesis, cited indices or None when unsupported by construction)
+    for i, (item, output) in enumerate(zip(items, outputs)):
+        docs = item["docs"]
+        for sentence in split(output):
+            refs = citation_ids(sentence)
+            # ALCE rejects a sentence citing a missing passage before it applies the cap
+            ok = bool(refs) and all(0 <= r < len(docs) for r in refs)
+            if at_most_citations is not None:
+                refs = refs[:at_most_citations]
+            sentences.append((i, remove_citations(sentence).strip(), refs if ok else None))
+
+    def premise(i: int, refs: Sequence[int]) -> str:
+        return "\n".join(format_document(items[i]["docs"][r]) for r in refs)
+
+    checked = [s for s in sentences if s[2] is not None]
+    joint = dict(zip(map(id, checked), ask([(premise(i, refs), hyp) for i, hyp, refs in checked])))
+    multi = [s for s in checked if joint[id(s)] and len(s[2]) > 1]
+    alone_pairs = [(premise(i, [r]), hyp) for i, hyp, refs in multi for r in refs]
+    alone = iter(ask(alone_pairs))
+    leave_one_out = []  # (sentence, position) of citations that fail alone
+    for s in multi:
+        leave_one_out.extend((s, k) for k in range(len(s[2])) if not next(alone))
+    others = [s[2][:k] + s[2][k + 1 :] for s, k in leave_one_out]
+    redundant = ask([(premise(s[0], rest), s[1]) for (s, _), rest in zip(leave_one_out, others)])
+    n_redundant = Counter(id(s) for (s, _), red in zip(leave_one_out, redundant) if red)
+
+    supported, total, relevant, cited = Counter(), Counter(), Counter(), Counter()
+    for s in sentences:
+        i, _, refs = s
+        total[i] += 1
+        if refs is None:
+            continue  # no citation, or one out of range: unsupported, and no citation counted (ALCE)
+        cited[i] += len(refs)
+        if joint[id(s)]:
+            supported[i] += 1
+            relevant[i] += len(refs) - n_redundant[id(s)]
+    scored = sorted(total)  # items with at least one sentence
+    if not scored:
+        raise DataFormatError("no item has an answer sentence to check citations for")
+    recall = [supported[i] / total[i] for i in scored]
+    precision = [relevant[i] / cited[i] if cited[i] else 0.0 for i in scored]
+    logger.info(
+        "citations: %d sentences, %d with several citations (%d supported), %d redundant citations",
+        len(sentences),
+        sum(1 for s in checked if len(s[2]) > 1),
+        len(multi),
+        sum(n_redundant.values()),
+    )
+    return {"citation_rec": 100 * sum(recall) / len(scored), "citation_prec": 100 * sum(precision) / len(scored)}
+
+
+def claims_nli(items: Sequence[Mapping[str, Any]], outputs: Sequence[str], nli: NLIScorer) -> float:
+    """ELI5: mean over items of the share of `claims` the citation-free answer entails, x100."""
+    pairs, owner = [], []
+    for i, (item, output) in enumerate(zip(items, outputs)):
+        claims = _field(item, "claims", list, "--claims_nli needs the ELI5 gold claims")
+        pairs.extend((output, claim) for claim in claims)
+        owner.extend([i] * len(claims))
+    decisions = _CachedNLI(nli)(pairs)
+    per_item = [[d for d, o in zip(decisions, owner) if o == i] for i in range(len(items))]
+    return 100 * sum(sum(d) / len(d) if d else 0.0 for d in per_item) / len(items)
+
+
+# ---------------------------------------------------------------------------------------------------------- driver
+
+
+@dataclass
+class AlceEvalConfig:
+    """Flags of `scripts/eval_alce.py`: ALCE eval.py's names (`--f --citations --qa --mauve --at_most_citations
+    --claims_nli`) plus the NLI model and a Table 2 summary file."""
+
+    f: str = flag(
+        "Result file to score: ALCE json ({'data': [...]} or a list), e.g. run_long_form_static.py's.", default=""
+    )
+    citations: bool = flag(
+        "Citation recall and precision with the NLI model.",
+        default=False,
+        metadata={"aliases": ["--autoais_citation"]},  # the flag's name in later ALCE versions
+    )
+    no_rouge: bool = flag("Skip ROUGE.", default=False)
+    qa: bool = flag("QA-EM / QA-F1 / QA-Hit with an extractive QA model (ASQA).", default=False)
+    mauve: bool = flag("MAUVE (needs pip install mauve-text and the featurizer model).", default=False)
+    claims_nli: bool = flag("ELI5 claim recall with the NLI model.", default=False)
+    at_most_citations: int = flag("Take at most this many citations of a sentence (ALCE's default 3).", default=3)
+    nli_model: str = flag("Entailment model (ALCE: the TRUE T5-XXL).", default=TRUE_MODEL)
+    nli_kind: Literal["true", "seq-cls"] = flag(
+        "true: seq2seq generating '1' for entailment; seq-cls: sequence classifier with an entailment label.",
+        default="true",
+    )
+    nli_batch_size: int = flag("Premise-hypothesis pairs per NLI forward pass.", default=8)
+    qa_model: str = flag("Extractive QA model for --qa.", default=QA_MODEL)
+    mauve_model: str = flag("MAUVE featurizer.", default=MAUVE_MODEL)
+    device: str = flag("auto (cuda when available), cpu, cuda, cuda:1 ...", default="auto")
+    dtype: str | None = flag("NLI model dtype (default bf16 on GPU, fp32 on CPU).", default=None)
+    sentence_splitter: Literal["auto", "nltk", "regex"] = flag(
+        "auto: NLTK punkt (ALCE's) when its data is installed, else a regex splitter.", default="auto"
+    )
+    result_fp: str | None = flag(
+        "Also write a results-format summary here (for scripts/results_table.py).", default=None
+    )
+
+    def __post_init__(self) -> None:
+        if not self.f:
+            raise ConfigError("--f (the result file to score) is required")
+        if self.at_most_citations < 1:
+            raise ConfigError(f"--at_most_citations must be at least 1; got {self.at_most_citations}")
+        if self.nli_batch_size < 1:
+            raise ConfigError(f"--nli_batch_size must be at least 1; got {self.nli_batch_size}")
+
+
+def evaluate(
+    items: Sequence[Mapping[str, Any]],
+    config: AlceEvalConfig,
+    nli: NLIScorer | None = None,
+    qa: QAFunction | None = None,
+) -> dict[str, float]:
+    """ALCE's score dict for `items`. `nli` / `qa` are built from the config when needed and not given."""
+    check_items(items, citations=config.citations)
+    split = sentence_splitter(config.sentence_splitter)
+    data = [dict(item, output=first_line(item["output"])) for item in items]
+    plain = [remove_citations(item["output"]) for item in data]  # every metric but citations ignores [k]
+    scores: dict[str, float] = {"length": answer_length(plain)}
+    if _present_in_all(data, "qa_pairs"):
+        scores["str_em"], scores["str_hit"] = str_em_hit(plain, [qa_pairs_of(item) for item in data])
+    else:
+        logger.warning("no qa_pairs in the items (not ASQA?): str_em / str_hit skipped")
+    if config.no_rouge:
+        pass
+    elif _present_in_all(data, "annotations") or _present_in_all(data, "answer"):
+        scores["rougeLsum"] = rouge_lsum(plain, [references_of(item) for item in data], split)
+    else:
+        logger.warning("no annotations / answer in the items: rougeLsum skipped")
+    if config.qa:
+        scores.update(qa_scores(plain, data, qa or hf_qa_function(config.qa_model, config.device)))
+    if config.mauve:
+        value = mauve_score(*mauve_texts(data, plain), featurize_model=config.mauve_model)
+        if value is not None:
+            scores["mauve"] = value
+    if config.citations or config.claims_nli:
+        if nli is None:
+            logger.info("loading the NLI model %s (%s)", config.nli_model, config.nli_kind)
+            nli = load_nli(
+                config.nli_model,
+                config.nli_kind,
+                batch_size=config.nli_batch_size,
+                device=config.device,
+                dtype=config.dtype,
+            )
+        if config.citations:
+            scores.update(
+                citation_scores(data, [item["output"] for item in data], nli, split, config.at_most_citations)
+            )
+        if config.claims_nli:
+            scores["claims_nli"] = claims_nli(data, plain, nli)
+    return scores
+
+
+def generator_of(config: Mapping[str, Any]) -> str | None:
+    """Which runner produced a generation file, from its config: "self-rag" (run_long_form_static.py: beam_width,
+    no top_n), "baseline" (run_baseline_lm.py: top_n), else None."""
+    if "top_n" in config:
+        return "baseline"
+    if "beam_width" in config:
+        return "self-rag"
+    return None
+
+
+def summary(
+    scores: Mapping[str, float], n_items: int, source_config: Mapping[str, Any] | None, eval_config: Any
+) -> dict:
+    """A results-format record of the scores (fractions, like `metric_mean` elsewhere) for the results table."""
+    metrics = {k: (v / 100 if k in PERCENT_KEYS else v) for k, v in scores.items()}
+    main = "str_em" if "str_em" in metrics else "rougeLsum" if "rougeLsum" in metrics else None
+    return {
+        "runner": "alce",
+        "metric": main,
+        "metric_mean": metrics.get(main) if main else None,
+        "metrics": metrics,
+        "alce_scores": dict(scores),
+        "n_items": n_items,
+        "generator": generator_of(source_config or {}),
+        "config": dict(source_config or {}),
+        "eval_config": copy.deepcopy(vars(eval_config)),
+    }
+
+
+def source_config(path: str) -> dict[str, Any]:
+    """The generation run's config: the file's own `config` (run_baseline_lm.py), else `<path>.config.json`
+    (run_long_form_static.py), else {}."""
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        return data["config"]
+    side = Path(path + ".config.json")
+    if side.is_file():
+        return json.loads(side.read_text(encoding="utf-8"))
+    return {}
+
+
+def evaluate_file(config: AlceEvalConfig, nli: NLIScorer | None = None, qa: QAFunction | None = None) -> dict:
+    """Score `config.f`, write `<f>.score` (ALCE's file) and, with `result_fp`, the summary; return the scores."""
+    from selfrag.data import load_items, write_json_atomic
+
+    items = load_items(config.f)
+    scores = evaluate(items, config, nli=nli, qa=qa)
+    write_json_atomic(config.f + ".score", scores)
+    logger.info("scores of %s (%d items): %s", config.f, len(items), scores)
+    if config.result_fp:
+        write_json_atomic(config.result_fp, summary(scores, len(items), source_config(config.f), config))
+    return scores
