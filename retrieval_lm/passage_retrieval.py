@@ -5,7 +5,9 @@ One query (prints the passages):
     python retrieval_lm/passage_retrieval.py --model_name_or_path facebook/contriever-msmarco \
         --passages psgs_w100.tsv --passages_embeddings "wikipedia_embeddings/*" --query "Who wrote Hamlet?" --n_docs 5
 
-Batch mode (the README's command; writes output_dir/<same name> with ctxs = [{id, title, text, score}]):
+Batch mode (the README's command; writes output_dir/<same name> with ctxs = [{id, title, text, score}], plus
+`hasanswer` on each ctx when the items have gold `answers` / `answer` / `golds`, and the top-1/5/20/k answer recall
+to output_dir/<same name>.recall.json):
 
     python retrieval_lm/passage_retrieval.py --model_name_or_path facebook/contriever-msmarco \
         --passages psgs_w100.tsv --passages_embeddings "wikipedia_embeddings/*" \

@@ -108,7 +108,7 @@ def test_batch_mode_writes_items_with_ranked_ctxs(setup, tmp_path):
     for item, ids in zip(written, expected):
         ctxs = item["ctxs"]
         assert [c["id"] for c in ctxs] == ids
-        assert all(set(c) == {"id", "title", "text", "score"} for c in ctxs)
+        assert all(set(c) == {"id", "title", "text", "score"} | ({"hasanswer"} if "answers" in item else set()) for c in ctxs)
         assert all(c["title"] == by_id[c["id"]]["title"] and c["text"] == by_id[c["id"]]["text"] for c in ctxs)
         scores = [float(c["score"]) for c in ctxs]
         assert all(isinstance(c["score"], str) for c in ctxs) and scores == sorted(scores, reverse=True)

@@ -4,7 +4,10 @@ The original script (docs/original_selfrag.md §6.5) only has `--query`; the bat
 (`--data FILE --output_dir DIR`) does not exist there. Here both work. Batch mode reads json / jsonl items (a glob of
 files, as facebookresearch/contriever's script), takes each item's `question` (else `instruction`) as the query and
 writes the same items with `ctxs = [{"id", "title", "text", "score"}]`, best first, to `output_dir/<same file name>`
-(or `--output_file`). Scores are written as strings like the original eval files ("1.555113").
+(or `--output_file`). Scores are written as strings like the original eval files ("1.555113"). Items with gold
+answers (`answers`, `answer` or `golds`) get `hasanswer` on each ctx (DPR's token match, `selfrag.retrieval.has_answer`,
+as facebookresearch/contriever's script does), and the top-1/5/20/.../k answer recall of the file is logged and
+written to `<output>.recall.json`.
 
 Index: `--index_factory` (any FAISS factory string) or the original's `--n_subquantizers/--n_bits` (IndexPQ) or Flat.
 It is built from the embedding shards (training on a sample drawn from every shard when the index type needs
@@ -29,6 +32,7 @@ from selfrag.cli import flag
 from selfrag.data import clean, load_items, where, write_json_atomic
 from selfrag.errors import ConfigError, DataFormatError
 from selfrag.retrieval.embeddings import embedding_files, iter_shards, read_embedding_shard, read_shard_meta
+from selfrag.retrieval.has_answer import add_hasanswer, gold_answers
 from selfrag.retrieval.index import CONFIG_FILE, INDEX_FILE, FaissIndex, import_faiss, original_factory
 
 logger = logging.getLogger(__name__)
@@ -65,11 +69,13 @@ class RetrievalConfig:
     n_docs: int = flag("Passages per query.", default=100)
     per_gpu_batch_size: int = flag("Queries per encoder forward pass.", default=64)
     question_maxlength: int = flag("Query truncation length in tokens.", default=512)
-    save_or_load_index: bool = flag("Load the index from the index folder if there, else build and save it there.",
-                                    default=False)
+    save_or_load_index: bool = flag(
+        "Load the index from the index folder if there, else build and save it there.", default=False
+    )
     indexing_batch_size: int = flag("Vectors added to the index at a time.", default=1_000_000)
-    projection_size: int | None = flag("Embedding dimension (original default 768); default: the shards'.",
-                                       default=None)
+    projection_size: int | None = flag(
+        "Embedding dimension (original default 768); default: the shards'.", default=None
+    )
     n_subquantizers: int = flag("Original index choice: IndexPQ with this many sub-quantizers (0: Flat).", default=0)
     n_bits: int = flag("Bits per sub-quantizer code (with --n_subquantizers).", default=8)
     lowercase: bool = flag("Lowercase queries (as the passages were).", default=False)
@@ -78,21 +84,28 @@ class RetrievalConfig:
     # Additions
     index_factory: str | None = flag(
         "FAISS factory string: Flat, IVF65536,PQ64, OPQ64,IVF65536,PQ64, IVF65536,SQ8, HNSW32 ... "
-        "(see bench/index_presets.py). Default: the original's (Flat, or PQ with --n_subquantizers).", default=None)
-    index_dir: str | None = flag("Folder of the saved index (default: the folder of the embedding shards).",
-                                 default=None)
-    train_size: int = flag("Vectors sampled across all shards to train IVF / PQ / SQ / OPQ indexes.",
-                           default=1_000_000)
-    nprobe: int | None = flag("IVF: inverted lists visited per query (default: 1/64 of them, at least 16).",
-                              default=None)
+        "(see bench/index_presets.py). Default: the original's (Flat, or PQ with --n_subquantizers).",
+        default=None,
+    )
+    index_dir: str | None = flag(
+        "Folder of the saved index (default: the folder of the embedding shards).", default=None
+    )
+    train_size: int = flag("Vectors sampled across all shards to train IVF / PQ / SQ / OPQ indexes.", default=1_000_000)
+    nprobe: int | None = flag(
+        "IVF: inverted lists visited per query (default: 1/64 of them, at least 16).", default=None
+    )
     efSearch: int | None = flag("HNSW: search breadth (default 256).", default=None)  # noqa: N815 - FAISS's name
     k_factor_rf: int | None = flag("Refine indexes: candidates re-ranked per result (default 4).", default=None)
     no_mmap: bool = flag("Read a saved index fully into RAM instead of memory-mapping it.", default=False)
     use_gpu: bool = flag("Search on the GPUs when faiss has GPU support.", default=False)
-    pooling: str = flag("mean (Contriever), cls, or auto (a sentence-transformers folder's, else mean).",
-                        default="auto", metadata={"choices": ["auto", "mean", "cls"]})
+    pooling: str = flag(
+        "mean (Contriever), cls, or auto (a sentence-transformers folder's, else mean).",
+        default="auto",
+        metadata={"choices": ["auto", "mean", "cls"]},
+    )
     normalize_embeddings: bool | None = flag(
-        "true / false: L2-normalise query embeddings (default: as the encoder folder says).", default=None)
+        "true / false: L2-normalise query embeddings (default: as the encoder folder says).", default=None
+    )
     query_prefix: str = flag("Text prepended to every query (e5: 'query: ').", default="")
     device: str = flag("cuda, cpu or auto.", default="auto")
     dtype: str = flag("auto (float16 on GPU unless --no_fp16), float32, float16, bfloat16.", default="auto")
@@ -162,11 +175,15 @@ def build_index_from_shards(
     on the first shard, before any indexing work."""
     _, first = read_embedding_shard(paths[0])
     if dim is not None and first.shape[1] != dim:
-        raise ConfigError(f"the embeddings in {paths[0]} are {first.shape[1]}-d but --projection_size is {dim}; "
-                          f"pass --projection_size {first.shape[1]} (or leave it out)")
+        raise ConfigError(
+            f"the embeddings in {paths[0]} are {first.shape[1]}-d but --projection_size is {dim}; "
+            f"pass --projection_size {first.shape[1]} (or leave it out)"
+        )
     if encoder_dim is not None and first.shape[1] != encoder_dim:
-        raise ConfigError(f"the query encoder makes {encoder_dim}-d vectors but the embeddings in {paths[0]} are "
-                          f"{first.shape[1]}-d: pass the encoder that embedded the passages")
+        raise ConfigError(
+            f"the query encoder makes {encoder_dim}-d vectors but the embeddings in {paths[0]} are "
+            f"{first.shape[1]}-d: pass the encoder that embedded the passages"
+        )
     index = FaissIndex(first.shape[1], factory)
     del first
     if not index.is_trained:
@@ -202,14 +219,17 @@ def load_or_build_index(
     if (save or not paths) and (directory / INDEX_FILE).is_file():
         saved = json.loads((directory / CONFIG_FILE).read_text()) if (directory / CONFIG_FILE).is_file() else {}
         if factory and saved.get("factory", factory) != factory:
-            raise ConfigError(f"{directory} holds a {saved['factory']!r} index, not {factory!r}: pass another "
-                              "--index_dir, or delete that index to rebuild it")
+            raise ConfigError(
+                f"{directory} holds a {saved['factory']!r} index, not {factory!r}: pass another "
+                "--index_dir, or delete that index to rebuild it"
+            )
         index = FaissIndex.load(directory, mmap=mmap)
     else:
         if not paths:
             raise ConfigError(f"no saved index in {directory} and no --passages_embeddings to build one from")
-        index = build_index_from_shards(paths, factory or "Flat", projection_size, train_size, indexing_batch_size,
-                                        seed, encoder_dim)
+        index = build_index_from_shards(
+            paths, factory or "Flat", projection_size, train_size, indexing_batch_size, seed, encoder_dim
+        )
         if save:
             meta = read_shard_meta(paths[0]) or {}
             index.serialize(directory, extra={"encoder": meta.get("encoder"), "shards": [str(p) for p in paths]})
@@ -223,14 +243,17 @@ def check_query_encoder(index: FaissIndex, encoder: Any) -> None:
     """Warn when the query encoder's settings differ from those that embedded the passages (dimension: an error)."""
     recorded = index.config.get("encoder") or {}
     if hasattr(encoder, "dim") and encoder.dim != index.dim:
-        raise ConfigError(f"the query encoder {getattr(encoder, 'name', '')!r} makes {encoder.dim}-d vectors but the "
-                          f"index {index.source} holds {index.dim}-d ones: pass the encoder that embedded the passages")
+        raise ConfigError(
+            f"the query encoder {getattr(encoder, 'name', '')!r} makes {encoder.dim}-d vectors but the "
+            f"index {index.source} holds {index.dim}-d ones: pass the encoder that embedded the passages"
+        )
     if recorded and hasattr(encoder, "settings"):
         ours = encoder.settings()
         for key in ("pooling", "normalize", "lowercase", "normalize_text"):
             if key in recorded and recorded[key] != ours.get(key):
-                logger.warning("passages were embedded with %s=%s but queries use %s=%s", key, recorded[key], key,
-                               ours.get(key))
+                logger.warning(
+                    "passages were embedded with %s=%s but queries use %s=%s", key, recorded[key], key, ours.get(key)
+                )
 
 
 def setup_retriever(config: RetrievalConfig, encoder: Any = None) -> Any:
@@ -244,17 +267,30 @@ def setup_retriever(config: RetrievalConfig, encoder: Any = None) -> Any:
         device = resolve_device(config.device)
         dtype = config.dtype if config.dtype != "auto" else ("float32" if config.no_fp16 else "auto")
         encoder = TextEncoder.from_pretrained(
-            config.model_name_or_path, device=device, dtype=dtype,
+            config.model_name_or_path,
+            device=device,
+            dtype=dtype,
             pooling=None if config.pooling == "auto" else config.pooling,  # type: ignore[arg-type]
-            normalize=config.normalize_embeddings, query_prefix=config.query_prefix,
-            batch_size=config.per_gpu_batch_size, query_max_length=config.question_maxlength,
-            lowercase=config.lowercase, normalize_text=config.normalize_text)
+            normalize=config.normalize_embeddings,
+            query_prefix=config.query_prefix,
+            batch_size=config.per_gpu_batch_size,
+            query_max_length=config.question_maxlength,
+            lowercase=config.lowercase,
+            normalize_text=config.normalize_text,
+        )
     index = load_or_build_index(
-        index_dir=config.index_dir, passages_embeddings=config.passages_embeddings or None,
+        index_dir=config.index_dir,
+        passages_embeddings=config.passages_embeddings or None,
         factory=config.factory if (config.index_factory or config.n_subquantizers) else None,
-        save=config.save_or_load_index, mmap=not config.no_mmap, search_params=config.search_params(),
-        train_size=config.train_size, indexing_batch_size=config.indexing_batch_size,
-        projection_size=config.projection_size, seed=config.seed, encoder_dim=getattr(encoder, "dim", None))
+        save=config.save_or_load_index,
+        mmap=not config.no_mmap,
+        search_params=config.search_params(),
+        train_size=config.train_size,
+        indexing_batch_size=config.indexing_batch_size,
+        projection_size=config.projection_size,
+        seed=config.seed,
+        encoder_dim=getattr(encoder, "dim", None),
+    )
     if config.use_gpu:
         index.to_gpu()
     store.rows_for_ids(index.ids, source=index.source or config.passages_embeddings)
@@ -282,10 +318,12 @@ def retrieve_files(config: RetrievalConfig, retriever: Any) -> list[Path]:
     for path in paths:
         items = load_items(path)
         queries = [query_of(item) for item in items]
+        answers = [gold_answers(item) for item in items]  # bad answer fields fail before the search
         results: list[list[dict[str, Any]]] = []
         step = retriever.query_batch_size
-        for start in tqdm(range(0, len(queries), step), desc=f"retrieving {Path(path).name}", unit="batch",
-                          disable=None):
+        for start in tqdm(
+            range(0, len(queries), step), desc=f"retrieving {Path(path).name}", unit="batch", disable=None
+        ):
             results.extend(retriever.search(queries[start : start + step], config.n_docs))
         out = Path(config.output_file) if config.output_file else Path(config.output_dir or ".") / Path(path).name
         if out.resolve() == Path(path).resolve():
@@ -294,8 +332,14 @@ def retrieve_files(config: RetrievalConfig, retriever: Any) -> list[Path]:
         for item, hits in zip(items, results):
             ctxs = [{**hit, "score": str(np.float32(hit["score"]))} for hit in hits]  # the original's string scores
             outputs.append({**clean(item), "ctxs": ctxs})
+        recall = add_hasanswer(outputs, config.n_docs, answers)
         write_items(out, outputs)
         write_json_atomic(str(out) + ".config.json", dataclasses.asdict(config))
+        if recall.n_questions:
+            logger.info("%s: %s", out.name, recall.summary())
+            write_json_atomic(str(out) + ".recall.json", recall.to_dict())
+        else:
+            logger.info("%s: no item has gold answers (answers / answer / golds): no hasanswer, no recall", out.name)
         logger.info("saved %d items with %d passages each to %s", len(outputs), config.n_docs, out)
         written.append(out)
     return written

@@ -1,8 +1,8 @@
 """Flags of `retrieval_lm/finetune.py`: the original's names and defaults (finetune.py:50-229), plus a few additions.
 
 Additions: `--original_masking` (the original's two masking bugs, for ablations), `--overflow` (what to do with
-sequences longer than `--max_seq_length`), `--new_token_init`, `--lora_new_token_rows`, `--torch_dtype`,
-`--pad_token`, `--strategy` (with `--zero_stage`, `--deepspeed_config`, `--mixed_precision`).
+sequences longer than `--max_seq_length`), `--use_chat_template`, `--new_token_init`, `--lora_new_token_rows`,
+`--torch_dtype`, `--pad_token`, `--strategy` (with `--zero_stage`, `--deepspeed_config`, `--mixed_precision`).
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ class FinetuneConfig:
     original_masking: bool = _flag(
         "The original's masks: the last prompt token stays a target, and ONE span from the first <paragraph> to the "
         "last </paragraph> is masked, segments in between included (upstream issue #95).",
+        False,
+    )
+    use_chat_template: bool = _flag(
+        "Format examples with the tokenizer's chat template (modern instruction models): user = instruction "
+        "(+ blank line + input), assistant = output; instead of the Alpaca '### Instruction:' prompt. The prompt "
+        "stays masked, and the passages inside the assistant turn. Inference must then use the same template.",
         False,
     )
     preprocessing_num_workers: int | None = _flag("Processes used to tokenize the training file.", None)

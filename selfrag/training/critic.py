@@ -11,9 +11,12 @@ FSDP2 on CPU and GPUs), checkpoints, logging and clear data errors as the genera
   writes its labels as plain text); a pad token `[PAD]` is added when the tokenizer has none; new rows of the input
   and output embeddings are the mean of the old rows (`smart_tokenizer_and_embedding_resize`);
 * `--not_consider_special_tokens`: also drop every reflection token from the loss;
+* `--use_chat_template` (not in the original): the tokenizer's chat template instead of the prompt above (user =
+  instruction, a blank line and input; assistant = output), the prompt still masked;
 * `--use_context_markups`: mask each `<paragraph>...</paragraph>` interior (needs `--use_special_token`). The original
   masks one span from the first `<paragraph>` to the last `</paragraph>`, and with no `</paragraph>` reads an undefined
-  or stale end index (train_special_tokens.py:213-224); the generator's per-span rule is used instead.
+  or stale end index (train_special_tokens.py:213-224); the generator's per-span rule is used instead
+  (`--original_masking`: the one span, and finetune.py's end-of-sequence rule when no `</paragraph>` follows).
 
 Trainer flags map as: `--fsdp "full_shard auto_wrap"` -> `--strategy fsdp` (FSDP2, one shard group per decoder
 layer: the model's `_no_split_modules`); `--deepspeed ds.json` -> `--strategy deepspeed`; otherwise accelerate
@@ -58,6 +61,16 @@ class CriticConfig:
         "Exclude each <paragraph>...</paragraph> interior from the loss (needs --use_special_token).", False
     )
     use_flash_attn: bool = _flag("attn_implementation=flash_attention_2 (CUDA and flash-attn only).", False)
+    original_masking: bool = _flag(
+        "With --use_context_markups: the original's passage mask, ONE span from the first <paragraph> to the last "
+        "</paragraph> (segments between passages lost, upstream issue #95); the prompt is masked whole either way.",
+        False,
+    )
+    use_chat_template: bool = _flag(
+        "Format examples with the tokenizer's chat template (user = instruction + blank line + input, assistant = "
+        "output) instead of the critic's '### Instruction:' prompt; the prompt stays masked.",
+        False,
+    )
     # DataArguments
     data_path: str = _flag("JSON list (or JSONL) of {instruction, input, output} critic examples.", "")
     separated: bool = _flag("The original's separated-prompt mode; it crashes there (KeyError) and is rejected.", False)
@@ -111,6 +124,8 @@ class CriticConfig:
             raise ConfigError(f"--fsdp {self.fsdp!r}: only 'full_shard auto_wrap' (FSDP2 fully_shard) is supported")
         if options and self.deepspeed:
             raise ConfigError("--fsdp and --deepspeed are exclusive")
+        if self.original_masking and not self.use_context_markups:
+            raise ConfigError("--original_masking changes the passage masks of --use_context_markups; pass both")
         if self.use_context_markups and not self.use_special_token:
             raise ConfigError("--use_context_markups needs --use_special_token (<paragraph> must be one token)")
         if not self.data_path:
@@ -134,6 +149,7 @@ class CriticConfig:
             pad_token="[PAD]",
             new_token_init="mean",
             use_flash_attn=self.use_flash_attn,
+            use_chat_template=self.use_chat_template,
             gradient_checkpointing=self.gradient_checkpointing,
             train_file=self.data_path,
             max_seq_length=self.model_max_length,
@@ -177,6 +193,8 @@ def critic_encode_fn(critic: CriticConfig):
             mask_paragraphs=critic.use_context_markups,
             templates=CRITIC_PROMPTS,
             mask_token_ids=mask_ids,
+            chat_template=critic.use_chat_template,
+            original_paragraphs=critic.original_masking,
         )
         data, stats = encode_dataset(load_items(config.train_file), fn, overflow=config.overflow)
         if not data:

@@ -193,6 +193,67 @@ def _walk(tree: Any, prefix: str = ""):
         yield prefix.rstrip("."), tree
 
 
+def _hidden_size(model_name_or_path: str) -> int:
+    from transformers import AutoConfig
+
+    try:
+        model_config = AutoConfig.from_pretrained(model_name_or_path)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot load the model config of {model_name_or_path!r}: {err}") from err
+    return int(model_config.get_text_config().hidden_size)
+
+
+@contextlib.contextmanager
+def zero3_init(ds_config: dict[str, Any]):
+    """Load models partitioned: `from_pretrained` inside this block builds the model under `deepspeed.zero.Init`
+    (transformers' `HfDeepSpeedConfig`) and loads each weight into its ZeRO-3 partitions, so no process ever holds
+    the full model; `resize_token_embeddings` and the mean rows of `resize_and_init_embeddings` gather the matrices
+    they change. Needs an initialised process group and a stage-3 config. On exit transformers no longer sees
+    ZeRO-3 (later `from_pretrained` calls, e.g. rank 0's plain LoRA copy at save time, load whole models)."""
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    if ds_config.get("zero_optimization", {}).get("stage") != 3:
+        raise ConfigError("zero3_init needs a DeepSpeed config with zero_optimization.stage 3")
+    hf_config = HfDeepSpeedConfig(ds_config)  # transformers keeps a weak reference: alive while this block runs
+    try:
+        yield
+    finally:
+        del hf_config
+        unset_hf_deepspeed_config()
+
+
+def load_model_partitioned(config: FinetuneConfig, tokenizer: Any, added: Any, ds_config: dict[str, Any]) -> Any:
+    """`selfrag.training.model.load_model` under ZeRO-3 `zero.Init`: every parameter ends partitioned over the
+    ranks (a collective call: every rank must make it).
+
+    transformers builds the resized embedding matrices as ordinary tensors on every rank (a zero.Init shape of 0
+    would break its modelling code); their rows are identical on all ranks once the new rows are mean-initialised
+    (or drawn from the same seed), so they are partitioned right after, with `zero.Init(module=model)`."""
+    import deepspeed
+
+    from selfrag.training.model import load_model
+
+    with zero3_init(ds_config):
+        model = load_model(config, tokenizer, added)
+        deepspeed.zero.Init(module=model, config_dict_or_path=ds_config)  # partitions what is not yet partitioned
+    return model
+
+
+def partition_counts(model: Any) -> dict[str, int]:
+    """Parameter elements this process holds: `materialized` (ordinary tensors; 0 for a fully ZeRO-3-partitioned
+    model), `partition` (its ZeRO-3 shards) and `full` (the model's size)."""
+    materialized = partition = full = 0
+    for param in model.parameters():
+        materialized += param.numel()
+        if hasattr(param, "ds_numel"):
+            partition += param.ds_tensor.numel()
+            full += param.ds_numel
+        else:
+            full += param.numel()
+    return {"materialized": materialized, "partition": partition, "full": full}
+
+
 class _Engine:
     """The strategy-specific parts: wrap the model, run one micro-batch, gather the full weights."""
 
@@ -219,14 +280,21 @@ class _Engine:
 
 
 class _DeepSpeedEngine(_Engine):
-    def __init__(self, config: FinetuneConfig, model: Any, dist_: Dist, max_train_steps: int):
+    def __init__(
+        self,
+        config: FinetuneConfig,
+        model: Any,
+        dist_: Dist,
+        max_train_steps: int,
+        ds_config: dict[str, Any] | None = None,
+    ):
         super().__init__(config, model, dist_, max_train_steps)
         import deepspeed
         from transformers import get_scheduler
 
         from selfrag.training.loop import _param_groups
 
-        self.ds_config = _fill_ds_config(config, model.config.hidden_size, dist_.world_size)
+        self.ds_config = ds_config or _fill_ds_config(config, model.config.hidden_size, dist_.world_size)
         self.stage = self.ds_config["zero_optimization"]["stage"]
 
         def scheduler(optimizer: Any) -> Any:
@@ -478,7 +546,26 @@ def _train(config: FinetuneConfig, encode_fn: Any, d: Dist) -> Any:
 
     tokenizer, added = load_tokenizer(config)
     data, stats = (encode_fn or encode_file)(config, tokenizer)  # every rank encodes the same list (cheap)
-    model = load_model(config, tokenizer, added)
+    ds_config = None
+    if config.strategy == "deepspeed":
+        ds_config = _fill_ds_config(config, _hidden_size(config.model_name_or_path), d.world_size)
+    # ZeRO-3 full fine-tuning: build and load the model partitioned (zero.Init). Under LoRA the model is still
+    # loaded whole on each process and partitioned by deepspeed.initialize: peft's ZeRO-3 initialisation of the
+    # trainable token rows is CUDA-only (peft 0.18), and the frozen base is what LoRA users usually quantise anyway.
+    zero_init = ds_config is not None and ds_config["zero_optimization"]["stage"] == 3 and not config.use_lora
+    if zero_init:
+        model = load_model_partitioned(config, tokenizer, added, ds_config)  # type: ignore[arg-type]
+    else:
+        model = load_model(config, tokenizer, added)
+    at_load = partition_counts(model)
+    if zero_init:
+        logger.info(
+            "ZeRO-3 zero.Init: rank %d holds %d of the model's %d parameter elements (%d materialized)",
+            d.rank,
+            at_load["partition"],
+            at_load["full"],
+            at_load["materialized"],
+        )
     lora = None
     if config.use_lora:
         from selfrag.training.model import apply_lora
@@ -500,7 +587,10 @@ def _train(config: FinetuneConfig, encode_fn: Any, d: Dist) -> Any:
     accum = config.gradient_accumulation_steps
     updates_per_epoch = math.ceil(len(loader) / accum)
     max_train_steps = config.max_train_steps or config.num_train_epochs * updates_per_epoch
-    engine = (_DeepSpeedEngine if config.strategy == "deepspeed" else _FSDPEngine)(config, model, d, max_train_steps)
+    if config.strategy == "deepspeed":
+        engine: _Engine = _DeepSpeedEngine(config, model, d, max_train_steps, ds_config)
+    else:
+        engine = _FSDPEngine(config, model, d, max_train_steps)
     logger.info(
         "training (%s): %d examples, %d updates of %d x %d x %d examples (%d per epoch)",
         config.strategy,
@@ -512,6 +602,7 @@ def _train(config: FinetuneConfig, encode_fn: Any, d: Dist) -> Any:
         updates_per_epoch,
     )
     position = {"completed_steps": 0, "epoch": 0, "batches_in_epoch": 0}
+    rng_state = None  # set again right before the first resumed forward pass (see loop._Run.resume_rng_state)
     if config.resume_from_checkpoint:
         path = _resolve_checkpoint(config)
         position = json.loads((path / TRAINER_STATE).read_text())
@@ -524,6 +615,8 @@ def _train(config: FinetuneConfig, encode_fn: Any, d: Dist) -> Any:
         rng = path / f"rng_state_{d.rank}.pt"
         if rng.is_file():
             torch.set_rng_state(torch.load(rng, weights_only=True))
+            if 0 < position["batches_in_epoch"] < len(loader):  # inside an epoch: set again after the skipping
+                rng_state = torch.get_rng_state()
         logger.info("resumed from %s: %s", path, position)
     every = int(config.checkpointing_steps) if (config.checkpointing_steps or "").isdigit() else None
     counts = {"micro_batches": 0, "examples": 0, "tokens": 0, "targets": 0}
@@ -537,9 +630,15 @@ def _train(config: FinetuneConfig, encode_fn: Any, d: Dist) -> Any:
         if completed >= max_train_steps:
             break
         sampler.set_epoch(epoch)  # the order of epoch e depends on seed + e only
+        if skip >= len(loader):  # resumed after this epoch's last batch: no iterator (it would draw from the RNG)
+            skip = 0
+            continue
         for index, batch in enumerate(loader):
             if index < skip:  # resuming inside an epoch: the batches already trained on
                 continue
+            if rng_state is not None:
+                torch.set_rng_state(rng_state)
+                rng_state = None
             boundary = (index + 1) % accum == 0 or index + 1 == len(loader)
             batch = {k: v.to(d.device) for k, v in batch.items()}
             loss = engine.forward_backward(batch, boundary)
@@ -590,7 +689,7 @@ def _train(config: FinetuneConfig, encode_fn: Any, d: Dist) -> Any:
     progress.close()
     elapsed = time.perf_counter() - t_start
     per_rank: list[Any] = [None] * d.world_size
-    dist.all_gather_object(per_rank, {"rank": d.rank, **counts})
+    dist.all_gather_object(per_rank, {"rank": d.rank, **counts, "params_at_load": at_load})
     tokens_per_second = sum(r["tokens"] for r in per_rank) / max(elapsed, 1e-9)
     logger.info("trained %d updates in %.1f s (%.0f tokens/s)", completed, elapsed, tokens_per_second)
     _save_model(engine, tokenizer, output_dir, lora=lora)
@@ -606,7 +705,8 @@ def _train(config: FinetuneConfig, encode_fn: Any, d: Dist) -> Any:
             "ranks": per_rank,
         }
         if config.strategy == "deepspeed":
-            summary["zero_stage"] = engine.stage
+            summary["zero_stage"] = engine.stage  # type: ignore[attr-defined]
+            summary["zero_init"] = zero_init
         write_json_atomic(output_dir / SUMMARY, summary)
     return TrainResult(output_dir, completed, losses, stats, tokens_per_second)
 

@@ -42,6 +42,56 @@ def build_prompt(example: Mapping[str, Any], templates: Mapping[str, str] | None
     return templates["prompt_no_input"].format(instruction=example["instruction"])
 
 
+def chat_messages(example: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The user turn of `--use_chat_template`: the instruction, then a blank line and `input` when it is non-empty.
+
+    >>> chat_messages({"instruction": "Who wrote Hamlet?", "input": "", "output": "x"})
+    [{'role': 'user', 'content': 'Who wrote Hamlet?'}]
+    >>> chat_messages({"instruction": "Is it true?", "input": "Water is wet.", "output": "x"})[0]["content"]
+    'Is it true?\\n\\nWater is wet.'
+    """
+    _check_fields(example)
+    content = example["instruction"]
+    if example.get("input"):
+        content += "\n\n" + example["input"]
+    return [{"role": "user", "content": content}]
+
+
+def _require_chat_template(tokenizer: Any) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise VocabError(
+            f"--use_chat_template: the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template "
+            "(tokenizer.chat_template is unset; base models usually have none): drop the flag to use the Alpaca "
+            "'### Instruction:' prompt, or pass --tokenizer_name of the instruction model's tokenizer"
+        )
+
+
+def chat_prompt(tokenizer: Any, example: Mapping[str, Any]) -> str:
+    """The generation prompt of `example` under the tokenizer's chat template (what inference must feed the model):
+    the user turn of `chat_messages`, then the template's opening of the assistant turn."""
+    _require_chat_template(tokenizer)
+    return tokenizer.apply_chat_template(chat_messages(example), tokenize=False, add_generation_prompt=True)
+
+
+def chat_parts(tokenizer: Any, example: Mapping[str, Any]) -> tuple[str, str]:
+    """`(prompt, completion)` texts under the chat template: the generation prompt, and what the template renders
+    after it for the assistant turn `output` (the output itself plus the template's end-of-turn marker).
+
+    Raises `ConfigError` when the template does not render the conversation as the prompt followed by the output
+    verbatim (e.g. a template that rewrites or drops assistant text): its masks could not be exact."""
+    prompt = chat_prompt(tokenizer, example)
+    messages = [*chat_messages(example), {"role": "assistant", "content": example["output"]}]
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    completion = full[len(prompt) :]
+    if not full.startswith(prompt) or example["output"] not in completion:
+        raise ConfigError(
+            f"{where(example)}: the tokenizer's chat template does not render the conversation as its generation "
+            "prompt followed by the output verbatim, so the prompt cannot be masked exactly; use another template "
+            "(tokenizer.chat_template) or drop --use_chat_template"
+        )
+    return prompt, completion
+
+
 def _check_fields(example: Mapping[str, Any]) -> None:
     for field, required in (("instruction", True), ("output", True), ("input", False)):
         if field not in example:
@@ -123,6 +173,8 @@ def encode_example(
     original_masking: bool = False,
     templates: Mapping[str, str] | None = None,
     mask_token_ids: Collection[int] = (),
+    chat_template: bool = False,
+    original_paragraphs: bool = False,
 ) -> dict[str, Any]:
     """Tokenize prompt + completion and build the training labels.
 
@@ -144,6 +196,13 @@ def encode_example(
         templates: prompt templates in place of `PROMPT_DICT` (keys `prompt_input`, `prompt_no_input`).
         mask_token_ids: ids also excluded from the loss wherever they occur (the critic's
             `--not_consider_special_tokens`).
+        original_paragraphs: the original's one-span passage rule alone, with the whole prompt masked (the original
+            critic's masks, train_special_tokens.py:203-224); `original_masking` implies it.
+        chat_template: format with the tokenizer's chat template instead of `templates` (`--use_chat_template`):
+            the user turn is the instruction (plus a blank line and `input`), the assistant turn is `output`; the
+            prompt is everything up to the opening of the assistant turn (`add_generation_prompt=True`), the
+            completion is the rest of the rendered conversation (output and end-of-turn marker, no extra EOS). The
+            text is tokenized without adding special tokens, since templates write their own BOS.
 
     Returns:
         `{"input_ids", "labels", "attention_mask"}` (lists of ints) and `"num_truncated"` (int, 0 when it fits).
@@ -161,14 +220,18 @@ def encode_example(
     """
     if max_seq_length < 1:
         raise ConfigError(f"max_seq_length must be positive, got {max_seq_length}")
-    prompt = build_prompt(example, templates)
-    if tokenizer.eos_token_id is None:
-        raise VocabError("the tokenizer has no eos_token; set one (tokenizer.eos_token = ...) before training")
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    input_ids = tokenizer(prompt + example["output"], add_special_tokens=True)["input_ids"]
+    if chat_template:
+        prompt, completion = chat_parts(tokenizer, example)
+    else:
+        prompt, completion = build_prompt(example, templates), example["output"]
+        if tokenizer.eos_token_id is None:
+            raise VocabError("the tokenizer has no eos_token; set one (tokenizer.eos_token = ...) before training")
+    special = not chat_template  # chat templates write their own BOS
+    prompt_ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
+    input_ids = tokenizer(prompt + completion, add_special_tokens=special)["input_ids"]
     if input_ids[: len(prompt_ids)] != prompt_ids:
-        input_ids = prompt_ids + tokenizer(example["output"], add_special_tokens=False)["input_ids"]
-    if not input_ids or input_ids[-1] != tokenizer.eos_token_id:
+        input_ids = prompt_ids + tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if not chat_template and (not input_ids or input_ids[-1] != tokenizer.eos_token_id):
         input_ids = input_ids + [tokenizer.eos_token_id]
     source_len = len(prompt_ids)
 
@@ -178,7 +241,8 @@ def encode_example(
     if mask_paragraphs:
         open_id = _single_token_id(tokenizer, PARAGRAPH_START)
         close_id = _single_token_id(tokenizer, PARAGRAPH_END)
-        for a, b in paragraph_spans(input_ids, source_len, open_id, close_id, original=original_masking):
+        original = original_masking or original_paragraphs
+        for a, b in paragraph_spans(input_ids, source_len, open_id, close_id, original=original):
             labels[a:b] = [IGNORE_INDEX] * (b - a)
     if mask_token_ids:
         masked = set(mask_token_ids)

@@ -62,6 +62,7 @@ def encode_file(config: FinetuneConfig, tokenizer: Any) -> tuple[list[dict[str, 
         max_seq_length=config.max_seq_length,
         mask_paragraphs=config.use_special_tokens,
         original_masking=config.original_masking,
+        chat_template=config.use_chat_template,
     )
     data, stats = encode_dataset(items, encode, overflow=config.overflow, num_workers=config.preprocessing_num_workers)
     if not data:
@@ -189,10 +190,13 @@ def train(config: FinetuneConfig, encode_fn: EncodeFn | None = None) -> TrainRes
         accelerator.init_trackers("selfrag_finetune", config=hparams)
 
     position = {"completed_steps": 0, "epoch": 0, "batches_in_epoch": 0}
+    rng_state = None
     if config.resume_from_checkpoint:
         path = _resolve_checkpoint(config)
-        accelerator.load_state(str(path))
+        accelerator.load_state(str(path))  # restores the RNG states too
         position = json.loads((path / TRAINER_STATE).read_text())
+        if 0 < position["batches_in_epoch"] < len(dataloader):  # stopped inside an epoch
+            rng_state = torch.get_rng_state()
         logger.info("resumed from %s: %s", path, position)
     logger.info(
         "training: %d examples, %d updates of %d x %d x %d examples (%d per epoch)",
@@ -204,6 +208,7 @@ def train(config: FinetuneConfig, encode_fn: EncodeFn | None = None) -> TrainRes
         updates_per_epoch,
     )
     run = _Run(accelerator, model, optimizer, scheduler, tokenizer, config, output_dir, max_train_steps)
+    run.resume_rng_state = rng_state
     losses, tokens_per_second = run.fit(
         dataloader, updates_per_epoch, position["completed_steps"], position["epoch"], position["batches_in_epoch"]
     )
@@ -237,6 +242,10 @@ class _Run:
     output_dir: Path
     max_train_steps: int
     completed_steps: int = 0
+    # The CPU RNG state of a checkpoint taken inside an epoch, set again right before the first resumed forward pass:
+    # creating the DataLoader iterator (which the resumed run does again to skip the trained batches) draws from the
+    # RNG (its base seed); without this, dropout (e.g. LoRA's) would use other masks than the uninterrupted run.
+    resume_rng_state: Any = None
 
     def fit(
         self, dataloader: Any, updates_per_epoch: int, completed_steps: int, start_epoch: int, batches_in_epoch: int
@@ -257,8 +266,14 @@ class _Run:
             if self.completed_steps >= self.max_train_steps:
                 break
             dataloader.set_epoch(epoch)  # the shuffle of epoch e is drawn from seed + e
+            if batches_in_epoch >= len(dataloader):  # resumed after this epoch's last batch: no iterator (no RNG draw)
+                batches_in_epoch = 0
+                continue
             batches = acc.skip_first_batches(dataloader, batches_in_epoch) if batches_in_epoch else dataloader
             for batch in batches:
+                if self.resume_rng_state is not None:
+                    torch.set_rng_state(self.resume_rng_state)
+                    self.resume_rng_state = None
                 with acc.accumulate(self.model):
                     loss = self.model(**batch).loss
                     acc.backward(loss)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from selfrag.errors import ConfigError
+from selfrag.errors import ConfigError, VocabError
 from selfrag.training.config import FinetuneConfig
 from selfrag.training.vocab import AddedTokens, add_reflection_tokens, resize_and_init_embeddings
 
@@ -24,6 +24,13 @@ def load_tokenizer(config: FinetuneConfig) -> tuple[Any, AddedTokens]:
         raise ConfigError(f"cannot load the tokenizer {name!r}: {err}") from err
     if tokenizer.eos_token is None:
         raise ConfigError(f"the tokenizer {name!r} has no eos_token; the completion must end with one")
+    if getattr(config, "use_chat_template", False):
+        from selfrag.training.encode import _require_chat_template
+
+        try:
+            _require_chat_template(tokenizer)
+        except VocabError as err:
+            raise ConfigError(str(err)) from None
     added = add_reflection_tokens(tokenizer, config.pad_token, source=name, reflection=config.use_special_tokens)
     return tokenizer, added
 

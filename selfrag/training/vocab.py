@@ -12,6 +12,7 @@ none, which reproduces the released Llama-2 ids (32000..32014, `<pad>` 32015).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import Sequence
@@ -84,6 +85,20 @@ def add_reflection_tokens(
     return AddedTokens(vocab=reflection_vocab, new_token_ids=new_ids, old_len=old_len, pad_added=pad_added)
 
 
+def _full_rows(param: Any) -> int:
+    """Rows of a weight; under DeepSpeed ZeRO-3 the local tensor is empty and `ds_shape` holds the real shape."""
+    return int(getattr(param, "ds_shape", param.shape)[0])
+
+
+def _gathered(params: Sequence[Any]) -> Any:
+    """Context giving every rank the full ZeRO-3 partitioned `params`; rank 0's changes are kept on exit."""
+    if any(hasattr(p, "ds_id") for p in params):
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(params), modifier_rank=0)
+    return contextlib.nullcontext()
+
+
 def resize_and_init_embeddings(
     model: Any,
     tokenizer_len: int,
@@ -98,10 +113,14 @@ def resize_and_init_embeddings(
     when untied, the output head. Rows are set for every new id, including ids that fit in an already padded
     vocabulary (Qwen2.5 has more rows than tokens), which `resize_token_embeddings` alone would leave untrained.
     `init="default"` keeps transformers' initialisation of new rows (the original generator's behaviour).
+
+    Works on a model partitioned by DeepSpeed ZeRO-3 `zero.Init` (loaded under `selfrag.training.distributed.
+    zero3_init`): transformers resizes inside `GatheredParameters`, and the mean rows are written inside
+    `GatheredParameters(..., modifier_rank=0)`, so the full matrices exist only for the time of the update.
     """
     import torch
 
-    rows = model.get_input_embeddings().weight.shape[0]
+    rows = _full_rows(model.get_input_embeddings().weight)
     if tokenizer_len > rows:
         model.resize_token_embeddings(tokenizer_len, pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
     if init == "default" or not new_token_ids:
@@ -112,15 +131,21 @@ def resize_and_init_embeddings(
     n_old = min(old_len, rows)
     weights = [model.get_input_embeddings().weight]
     output = model.get_output_embeddings()
-    if output is not None and output.weight.data_ptr() != weights[0].data_ptr():
+    if output is not None and not _same_weight(output.weight, weights[0]):
         weights.append(output.weight)
-    with torch.no_grad():
+    with _gathered(weights), torch.no_grad():
         for weight in weights:
             mean = weight[:n_old].float().mean(dim=0)
             weight[ids] = mean.to(weight.dtype)
     logger.info(
-        "embeddings: %d rows; the %d new rows set to the mean of the first %d",
-        model.get_input_embeddings().weight.shape[0],
+        "embeddings: %d rows; the %d new rows set to the mean of the first %d%s",
+        _full_rows(model.get_input_embeddings().weight),
         len(ids),
         n_old,
+        " (gathered from the ZeRO-3 partitions)" if any(hasattr(w, "ds_id") for w in weights) else "",
     )
+
+
+def _same_weight(a: Any, b: Any) -> bool:
+    """Tied embeddings: the same parameter (or, unpartitioned, the same storage)."""
+    return a is b or (a.numel() > 0 and a.data_ptr() == b.data_ptr())
