@@ -25,8 +25,9 @@ Metrics (the `.score` keys of ALCE; all but `length` are percentages):
   words, trailing punctuation dropped). `QA-EM` / `QA-F1` / `QA-Hit` (`--qa`): an extractive QA model answers each
   disambiguated question from the answer. `claims_nli` (ELI5): the share of gold claims the answer entails.
 
-Entailment is pluggable (`NLIScorer`): the TRUE T5 model ALCE uses (`google/t5_xxl_true_nli_mixture`), any HF
-sequence-classification NLI model, or a plain function (tests). Calls are batched over the whole file.
+Entailment is pluggable (`selfrag.nli.NLIScorer`, re-exported here): the TRUE T5 model ALCE uses
+(`google/t5_xxl_true_nli_mixture`), any HF sequence-classification NLI model, or a plain function (tests). Calls
+are batched over the whole file.
 """
 
 from __future__ import annotations
@@ -38,12 +39,23 @@ import string
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from selfrag.cli import flag
 from selfrag.data import where
 from selfrag.errors import ConfigError, DataFormatError
 from selfrag.metrics import normalize_answer
+from selfrag.nli import (  # noqa: F401 - re-exported (tests, docs)
+    CachedNLI,
+    CallableNLI,
+    NLIScorer,
+    SeqClsNLI,
+    TrueNLI,
+    entailment_label,
+    load_nli,
+    max_input_length,
+    torch_device,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -267,11 +279,10 @@ class ExtractiveQA:
     def __init__(self, model: str, device: str = "auto", max_answer_len: int = 15):
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-        self.device = _torch_device(device)
+        self.device = torch_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.model = AutoModelForQuestionAnswering.from_pretrained(model).to(self.device).eval()
-        limits = [self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", None)]
-        self.max_length = min((n for n in limits if isinstance(n, int) and n < 1_000_000), default=512)
+        self.max_length = max_input_length(self.tokenizer, self.model)
         self.max_answer_len = max_answer_len
 
     def __call__(self, questions: list[str], context: str) -> list[str]:
@@ -350,137 +361,6 @@ def mauve_score(human: list[str], model: list[str], featurize_model: str = MAUVE
     return 100 * float(out.mauve)
 
 
-# ------------------------------------------------------------------------------------------------------------ NLI
-
-
-class NLIScorer(Protocol):
-    """Decides entailment for aligned lists: `entails(premises, hypotheses)[i]` is premise i |= hypothesis i."""
-
-    def entails(self, premises: list[str], hypotheses: list[str]) -> list[bool]: ...
-
-
-class CallableNLI:
-    """An `NLIScorer` from a plain function `(premise, hypothesis) -> bool` (tests, rules, remote services)."""
-
-    def __init__(self, fn: Callable[[str, str], bool]):
-        self.fn = fn
-        self.calls: list[tuple[str, str]] = []
-
-    def entails(self, premises: list[str], hypotheses: list[str]) -> list[bool]:
-        self.calls.extend(zip(premises, hypotheses))
-        return [bool(self.fn(p, h)) for p, h in zip(premises, hypotheses)]
-
-
-def _torch_device(device: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
-def _dtype(name: str | None, device: str):
-    import torch
-
-    if name is None:  # ALCE loads TRUE in bf16 on GPU
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, {"half": "float16", "bf16": "bfloat16", "fp32": "float32"}.get(name, name))
-
-
-class TrueNLI:
-    """A seq2seq TRUE-style model: input "premise: {p} hypothesis: {h}", entailed iff it generates exactly "1"
-    (ALCE's `_run_nli_autoais`, which greedily generates up to 10 tokens and compares the text with "1")."""
-
-    def __init__(self, model: str, batch_size: int = 8, device: str = "auto", dtype: str | None = None):
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-        self.device = _torch_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.model = AutoModelForSeq2SeqLM.from_pretrained(model, dtype=_dtype(dtype, self.device)).to(self.device)
-        self.model.eval()
-        self.batch_size = batch_size
-
-    def generate_texts(self, premises: list[str], hypotheses: list[str]) -> list[str]:
-        import torch
-
-        texts = []
-        inputs = [f"premise: {p} hypothesis: {h}" for p, h in zip(premises, hypotheses)]
-        for start in range(0, len(inputs), self.batch_size):
-            batch = self.tokenizer(inputs[start : start + self.batch_size], return_tensors="pt", padding=True)
-            with torch.inference_mode():
-                out = self.model.generate(**batch.to(self.device), max_new_tokens=10, do_sample=False)
-            texts.extend(self.tokenizer.batch_decode(out, skip_special_tokens=True))
-        return texts
-
-    def entails(self, premises: list[str], hypotheses: list[str]) -> list[bool]:
-        return [text.strip() == "1" for text in self.generate_texts(premises, hypotheses)]
-
-
-def entailment_label(id2label: Mapping[Any, str]) -> int:
-    """The class index whose label names entailment ("entailment", "ENTAILMENT", "entailed"), not "not_entailment"."""
-    found = [int(i) for i, label in id2label.items() if "entail" in label.lower() and "not" not in label.lower()]
-    if len(found) != 1:
-        raise ConfigError(
-            f"cannot find the entailment class among the model's labels {dict(id2label)}; "
-            "use an NLI model whose config.id2label names it (e.g. 'entailment')"
-        )
-    return found[0]
-
-
-class SeqClsNLI:
-    """Any HF sequence-classification NLI model: entailed iff the argmax class is the entailment label."""
-
-    def __init__(self, model: str, batch_size: int = 16, device: str = "auto", dtype: str | None = None):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        self.device = _torch_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model, dtype=_dtype(dtype, "cpu"))
-        self.model.to(self.device).eval()
-        self.entailment = entailment_label(self.model.config.id2label)
-        self.batch_size = batch_size
-        # the longest input the model takes (roberta: 512 of 514 positions); passages are cut, not the sentence
-        limits = [self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", None)]
-        self.max_length = min((n for n in limits if isinstance(n, int) and n < 1_000_000), default=512)
-
-    def entails(self, premises: list[str], hypotheses: list[str]) -> list[bool]:
-        import torch
-
-        decisions = []
-        for start in range(0, len(premises), self.batch_size):
-            end = start + self.batch_size
-            batch = self.tokenizer(
-                premises[start:end],
-                hypotheses[start:end],
-                return_tensors="pt",
-                padding=True,
-                truncation="only_first",
-                max_length=self.max_length,
-            )
-            with torch.inference_mode():
-                logits = self.model(**batch.to(self.device)).logits
-            decisions.extend((logits.argmax(-1) == self.entailment).tolist())
-        return decisions
-
-
-def load_nli(model: str, kind: Literal["true", "seq-cls"], **kwargs: Any) -> NLIScorer:
-    return TrueNLI(model, **kwargs) if kind == "true" else SeqClsNLI(model, **kwargs)
-
-
-class _CachedNLI:
-    """Asks each distinct (premise, hypothesis) once, in as few batched calls as the caller allows."""
-
-    def __init__(self, nli: NLIScorer):
-        self.nli, self.cache = nli, {}
-
-    def __call__(self, pairs: list[tuple[str, str]]) -> list[bool]:
-        todo = list(dict.fromkeys(p for p in pairs if p not in self.cache))
-        if todo:
-            results = self.nli.entails([p for p, _ in todo], [h for _, h in todo])
-            if len(results) != len(todo):
-                raise ValueError(f"NLI scorer returned {len(results)} decisions for {len(todo)} pairs")
-            self.cache.update(zip(todo, map(bool, results)))
-        return [self.cache[p] for p in pairs]
-
-
 # ------------------------------------------------------------------------------------------------------ citations
 
 
@@ -493,7 +373,7 @@ def citation_scores(
 ) -> dict[str, float]:
     """ALCE's citation recall and precision (x100); see the module docstring. Three batched NLI rounds: joint
     support of every sentence, then each citation alone, then the others without it (only where needed)."""
-    ask = _CachedNLI(nli)
+    ask = CachedNLI(nli)
     sentences = []  # (item index, hypothesis, cited indices or None when unsupported by construction)
     for i, (item, output) in enumerate(zip(items, outputs)):
         docs = item["docs"]
@@ -552,7 +432,7 @@ def claims_nli(items: Sequence[Mapping[str, Any]], outputs: Sequence[str], nli: 
         claims = _field(item, "claims", list, "--claims_nli needs the ELI5 gold claims")
         pairs.extend((output, claim) for claim in claims)
         owner.extend([i] * len(claims))
-    decisions = _CachedNLI(nli)(pairs)
+    decisions = CachedNLI(nli)(pairs)
     per_item = [[d for d, o in zip(decisions, owner) if o == i] for i in range(len(items))]
     return 100 * sum(sum(d) / len(d) if d else 0.0 for d in per_item) / len(items)
 

@@ -3,8 +3,8 @@
 One resumable chain replaces the original's eight manual steps (create_retrieval_data.py, passage_retrieval.py,
 run_reward_vllm.py x5, create_prompt_data.py, postprocess_data.py). Each step writes its own file under `work_dir`
 (`{step}.jsonl`, one record per unit with its `key`) and is recorded as done in `work_dir/manifest.json`; an
-interrupted step resumes from `{step}.jsonl.partial.jsonl` (`ResumableRun`), so a rerun skips finished steps and
-items, never losing or repeating one. Steps, for raw items `{instruction, input, output, id, dataset_name}`:
+interrupted step resumes from `{step}.jsonl.partial.jsonl`, so a rerun skips finished steps and items, never
+losing or repeating one (`steps.StepStore`). Steps, for raw items `{instruction, input, output, id, dataset_name}`:
 
 1. `retrieval`: the critic's Retrieve label for the instruction alone (run_reward_vllm.py --task retrieval);
 2. `utility`: IsUse for (instruction, output);
@@ -43,22 +43,20 @@ Deliberate differences from the original, besides those of `generator_data`:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from selfrag import tokens
 from selfrag.cli import flag
-from selfrag.data import ResumableRun, load_items, where, write_json_atomic
+from selfrag.data import load_items, where, write_json_atomic
 from selfrag.data_creation.critic_infer import Critic, CriticModelConfig, open_critic, write_items
-from selfrag.data_creation.critic_prompts import critic_input
 from selfrag.data_creation.generator_data import SentenceLabels, build_output, generator_instance, retrieve_token
+from selfrag.data_creation.steps import Searcher, StepStore, critic_step, export_critic_labels, retrieval_step
 from selfrag.errors import ConfigError, DataFormatError
 
 logger = logging.getLogger(__name__)
@@ -77,12 +75,6 @@ STEPS = (
     "relevance",
     "groundness",
 )
-
-
-class Searcher(Protocol):
-    """What the chain needs of a retriever (`selfrag.retrieval.Retriever` has it)."""
-
-    def search(self, queries: Sequence[str], k: int = 10) -> list[list[dict[str, Any]]]: ...
 
 
 class Splitter(Protocol):
@@ -162,141 +154,6 @@ def skipped_flags(sentences: Sequence[str], min_chars: int) -> list[bool]:
     return [len(sentences) > 2 and len(s) < min_chars for s in sentences]
 
 
-# ---------------------------------------------------------------------------------------------------------- steps
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
-
-
-class StepStore:
-    """The files of one chain run under `work_dir`: a manifest, one `{step}.jsonl` per finished step.
-
-    The manifest holds the run's fingerprint; a `work_dir` made with other settings is refused.
-    """
-
-    def __init__(self, work_dir: str | Path, fingerprint: Mapping[str, Any]) -> None:
-        self.dir = Path(work_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.manifest_path = self.dir / "manifest.json"
-        self.fingerprint = json.loads(json.dumps(dict(fingerprint)))
-        if self.manifest_path.exists():
-            self.manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-            if self.manifest.get("fingerprint") != self.fingerprint:
-                raise ConfigError(
-                    f"{self.dir} holds a run with other settings ({self.manifest.get('fingerprint')}); "
-                    "use another --work_dir or delete it to start over"
-                )
-        else:
-            self.manifest = {"fingerprint": self.fingerprint, "steps": {}}
-            write_json_atomic(self.manifest_path, self.manifest)
-        self.calls: Counter = Counter()  # compute() calls per step in this process (tests: zero on a rerun)
-
-    def path(self, step: str) -> Path:
-        return self.dir / f"{step}.jsonl"
-
-    def run(
-        self,
-        step: str,
-        keys: Sequence[str],
-        compute: Callable[[list[int]], list[dict[str, Any]]],
-        batch_size: int,
-    ) -> list[dict[str, Any]]:
-        """Records of `step`, one per key in order: read back when the step is done, else computed (resumably).
-
-        `compute(indices)` returns one record per index (without `index` / `key`, which are added here).
-        """
-        path = self.path(step)
-        keys_sha = _sha("\n".join(keys))
-        done = self.manifest["steps"].get(step)
-        if done is not None and path.exists():
-            if done["keys_sha"] != keys_sha:
-                raise ConfigError(f"{path}: made for other units than this run needs; delete {self.dir} to start over")
-            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            logger.info("%s: done (%d records in %s)", step, len(records), path)
-            return records
-        run = ResumableRun(
-            str(path), {**self.fingerprint, "step": step, "keys_sha": keys_sha}, len(keys), batch_size, step
-        )
-        for batch in run.batches() if run.todo else ():
-            self.calls[step] += 1
-            computed = compute(batch)
-            assert len(computed) == len(batch), "compute() must return one record per index"
-            run.save([{"index": i, "key": keys[i], **record} for i, record in zip(batch, computed)])
-        records = run.records()
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        tmp.replace(path)
-        self.manifest["steps"][step] = {"keys_sha": keys_sha, "records": len(records)}
-        write_json_atomic(self.manifest_path, self.manifest)
-        run.finish()
-        return records
-
-
-def critic_step(
-    store: StepStore,
-    step: str,
-    aspect: str,
-    units: Sequence[tuple[str, dict[str, Any] | None]],
-    critic: Critic,
-    batch_size: int,
-) -> list[str | None]:
-    """Labels of `aspect` for `(key, critic item)` units; a None item is not asked (label None, `reason`).
-
-    Identical critic inputs are asked once per run (`input_sha` in the records); the record of the unit that asked
-    also keeps the critic `item` (for `export_critic_labels`).
-    """
-    shas = [_sha(aspect + "\0" + critic_input(aspect, item)) if item is not None else None for _, item in units]
-    known: dict[str, str | None] = {}
-
-    def compute(batch: list[int]) -> list[dict[str, Any]]:
-        ask = [i for i in batch if shas[i] is not None and shas[i] not in known]
-        first: dict[str, int] = {}
-        for i in ask:
-            first.setdefault(shas[i], i)
-        order = list(first.values())
-        if order:
-            for i, label in zip(order, critic.predict(aspect, [units[i][1] for i in order])):
-                known[shas[i]] = label
-        asked = set(order)
-        records: list[dict[str, Any]] = []
-        for i in batch:
-            if shas[i] is None:
-                records.append({"label": None, "reason": "no input"})
-                continue
-            record = {"label": known[shas[i]], "input_sha": shas[i]}
-            if i in asked:  # the critic input once, for the critic-label export
-                record["item"] = {k: v for k, v in units[i][1].items() if k != "_where"}  # type: ignore[union-attr]
-            records.append(record)
-        return records
-
-    # Seed `known` with the labels of a resumed partial run, so a resumed batch does not ask them again.
-    partial = store.path(step).with_name(store.path(step).name + ".partial.jsonl")
-    if partial.exists():
-        for line in partial.read_text(encoding="utf-8").splitlines()[1:]:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("input_sha"):
-                known[record["input_sha"]] = record["label"]
-    records = store.run(step, [k for k, _ in units], compute, batch_size)
-    return [r["label"] for r in records]
-
-
-def retrieval_step(
-    store: StepStore, step: str, units: Sequence[tuple[str, str]], retriever: Searcher, k: int, batch_size: int
-) -> list[list[dict[str, Any]]]:
-    """Passages for `(key, query)` units; identical queries are searched once per batch."""
-
-    def compute(batch: list[int]) -> list[dict[str, Any]]:
-        queries = list(dict.fromkeys(units[i][1] for i in batch))
-        found = dict(zip(queries, retriever.search(queries, k)))
-        return [{"query": units[i][1], "ctxs": found[units[i][1]][:k]} for i in batch]
-
-    return [r["ctxs"] for r in store.run(step, [k_ for k_, _ in units], compute, batch_size)]
-
-
 # ---------------------------------------------------------------------------------------------------------- chain
 
 
@@ -337,12 +194,9 @@ def create_generator_data(
     ids = [str(item["id"]) for item in items]
     bs = settings.batch_size
 
-    initial = critic_step(
-        store, "retrieval", "retrieval", [(k, _critic_item(it)) for k, it in zip(ids, items)], critic, bs
-    )
+    initial = critic_step(store, "retrieval", [(k, _critic_item(it)) for k, it in zip(ids, items)], critic, bs)
     utility = critic_step(
         store,
-        "utility",
         "utility",
         [
             (k, _critic_item(it, output=it["output"]) if initial[n] else None)
@@ -401,7 +255,6 @@ def create_generator_data(
     multi_labels = critic_step(
         store,
         "multi_retrieval",
-        "multi_retrieval",
         [
             (
                 sent_key[u],
@@ -436,14 +289,12 @@ def create_generator_data(
     rel_labels = critic_step(
         store,
         "relevance",
-        "relevance",
         [(k, _critic_item(items[n], evidence=ctxs[(n, t)][p])) for k, (n, t, p) in zip(pass_keys, pass_units)],
         critic,
         bs,
     )
     sup_labels = critic_step(
         store,
-        "groundness",
         "groundness",
         [
             (
@@ -483,32 +334,6 @@ def create_generator_data(
     stats["compute_calls"] = dict(store.calls)
     stats["critic_label_files"] = export_critic_labels(store)
     return ChainResult(instances, stats)
-
-
-CRITIC_STEPS = {
-    "retrieval": "retrieval",
-    "utility": "utility",
-    "multi_retrieval": "multi_retrieval",
-    "relevance": "relevance",
-    "groundness": "groundness",
-}  # step -> aspect
-
-
-def export_critic_labels(store: StepStore) -> dict[str, int]:
-    """`work_dir/critic_labels/{aspect}.jsonl`: every distinct critic input with its label (rejects left out), in
-    the format of critic_label.py's output (`aspect`, `label`), so that a chain run with a judge (`--judge_model
-    gpt-4`) on a sample is the critic's training data: `combine_critic_data.py --input_files critic_labels/*`."""
-    counts = {}
-    for step, aspect in CRITIC_STEPS.items():
-        rows = []
-        with store.path(step).open(encoding="utf-8") as handle:
-            for line in handle:
-                record = json.loads(line)
-                if record.get("item") is not None and record["label"] is not None:
-                    rows.append({**record["item"], "aspect": aspect, "label": record["label"]})
-        write_items(store.dir / "critic_labels" / f"{aspect}.jsonl", rows)
-        counts[aspect] = len(rows)
-    return counts
 
 
 @dataclass

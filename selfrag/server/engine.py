@@ -1,0 +1,325 @@
+"""The Self-RAG engine behind the server: a request queue and one worker thread that owns the backend.
+
+Requests wait in a queue; the worker takes up to `batch_size` of them (waiting at most `batch_wait_ms` for more)
+and answers those with the same options with one batched Self-RAG call (`selfrag.decoding.short_form.run_batch`,
+or `beam_search` for long form), i.e. one backend call per pass for all. Each answer carries the `selfrag`
+metadata the API returns: the retrieval decision, the passages, every candidate's or segment's critique scores
+and the citations.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from selfrag.backends import GenerationBackend
+from selfrag.backends.base import Generation, GenParams
+from selfrag.decoding.long_form import LongFormSettings, beam_search
+from selfrag.decoding.short_form import ShortFormSettings, run_batch
+from selfrag.errors import ConfigError
+from selfrag.long_form import assemble_answer, clean_segment
+from selfrag.prompts import format_evidence, format_prompt, no_retrieval_prompt
+from selfrag.scoring import Weights
+from selfrag.tokens import ReflectionVocab
+
+logger = logging.getLogger(__name__)
+
+MODES = ("adaptive_retrieval", "no_retrieval", "always_retrieve")
+Search = Callable[[list[str], int], list[list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """One question and how to answer it; requests whose options differ only in `instruction` / `ctxs` share a
+    backend call."""
+
+    instruction: str
+    max_tokens: int
+    mode: str = "adaptive_retrieval"
+    ndocs: int = 5
+    threshold: float | None = None
+    long_form: bool = False
+    weights: Weights = Weights()
+    beam_width: int = 2
+    max_depth: int = 3
+    ctxs: tuple[Mapping[str, Any], ...] | None = None
+
+    def group(self) -> tuple:
+        """Requests with the same key are decoded by one call."""
+        return (
+            self.max_tokens,
+            self.mode,
+            self.ndocs,
+            self.threshold,
+            self.long_form,
+            self.weights,
+            self.beam_width,
+            self.max_depth,
+        )
+
+    def short_settings(self) -> ShortFormSettings:
+        return ShortFormSettings(
+            mode=self.mode,
+            threshold=self.threshold,
+            ndocs=self.ndocs,  # type: ignore[arg-type]
+            max_new_tokens=self.max_tokens,
+            weights=self.weights,
+        )
+
+    def long_settings(self) -> LongFormSettings:
+        return LongFormSettings(
+            mode=self.mode,
+            threshold=self.threshold,
+            ndocs=self.ndocs,  # type: ignore[arg-type]
+            beam_width=self.beam_width,
+            max_depth=self.max_depth,
+            max_new_tokens=self.max_tokens,
+            weights=self.weights,
+        )
+
+
+@dataclass
+class Answer:
+    """What the worker hands back for one request."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    selfrag: dict[str, Any]
+
+
+class _Recorder(GenerationBackend):
+    """Forwards to the real backend and remembers each prompt's generation, so the chosen answer's tokens are known."""
+
+    def __init__(self, backend: GenerationBackend) -> None:
+        self.backend, self.tokenizer = backend, backend.tokenizer
+        self.seen: dict[str, Generation] = {}
+
+    def generate(self, prompts: Sequence[str], params: GenParams) -> list[Generation]:
+        gens = self.backend.generate(prompts, params)
+        self.seen.update(zip(prompts, gens))
+        return gens
+
+
+@dataclass
+class _Job:
+    options: RequestOptions
+    future: concurrent.futures.Future
+
+
+class SelfRagEngine:
+    """Owns the backend in one worker thread and answers queued requests in batches.
+
+    Args:
+        backend: the generator (only the worker thread calls it).
+        model_id: the name served in `/v1/models` and checked against each request's `model`.
+        search: `Retriever.search`-like `(queries, k) -> passages`; None: requests must bring `ctxs` or not retrieve.
+        defaults: options of a request that sets none.
+        batch_size: requests per batched call; batch_wait_ms: how long to wait for more before running.
+    """
+
+    def __init__(
+        self,
+        backend: GenerationBackend,
+        model_id: str,
+        search: Search | None = None,
+        defaults: RequestOptions | None = None,
+        batch_size: int = 16,
+        batch_wait_ms: float = 5.0,
+        vocab: ReflectionVocab | None = None,
+    ) -> None:
+        self.backend = backend
+        self.vocab = vocab or ReflectionVocab.from_tokenizer(backend.tokenizer, source=model_id)
+        self.model_id, self.search = model_id, search
+        self.defaults = defaults or RequestOptions(instruction="", max_tokens=100)
+        self.batch_size, self.batch_wait_s = batch_size, batch_wait_ms / 1000.0
+        self.batches: list[int] = []  # requests per batched Self-RAG call, in order (for /health and benchmarks)
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ----
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="selfrag-worker", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def submit(self, options: RequestOptions) -> concurrent.futures.Future:
+        """Queue one request; the future resolves to its `Answer` (a cancelled future is skipped by the worker)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put(_Job(options, future))
+        return future
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting for the worker."""
+        return self._queue.qsize()
+
+    def answer(self, options: RequestOptions) -> Answer:
+        """Answer one request synchronously (through the queue, so it may share a batch)."""
+        return self.submit(options).result()
+
+    # ---- worker ----
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            batch = [job]
+            deadline = time.monotonic() + self.batch_wait_s
+            stop = False
+            while len(batch) < self.batch_size:
+                remaining = deadline - time.monotonic()
+                try:
+                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            # A client that went away before its batch started is skipped (its future was cancelled).
+            live = [j for j in batch if j.future.set_running_or_notify_cancel()]
+            groups: dict[tuple, list[_Job]] = {}
+            for j in live:
+                groups.setdefault(j.options.group(), []).append(j)
+            for jobs in groups.values():
+                self._run_group(jobs)
+            if stop:
+                return
+
+    def _run_group(self, jobs: list[_Job]) -> None:
+        try:
+            answers = self.run([j.options for j in jobs])
+        except Exception as err:  # noqa: BLE001 - the error goes to every waiting request; the worker lives on
+            logger.exception("batch of %d requests failed", len(jobs))
+            for j in jobs:
+                j.future.set_exception(err)
+            return
+        for j, ans in zip(jobs, answers):
+            j.future.set_result(ans)
+
+    def run(self, batch: Sequence[RequestOptions]) -> list[Answer]:
+        """Answer requests that share `group()` with one Self-RAG call (called by the worker thread)."""
+        first = batch[0]
+        self.batches.append(len(batch))
+        passages = self._passages(batch)
+        recorder = _Recorder(self.backend)
+        prompts = [format_prompt(o.instruction) for o in batch]
+        if first.long_form:
+            results = beam_search(recorder, self.vocab, prompts, passages, first.long_settings())
+            return [self._long_answer(p, docs, r, recorder, first) for p, docs, r in zip(prompts, passages, results)]
+        items = run_batch(recorder, self.vocab, prompts, passages, first.short_settings())
+        return [self._short_answer(p, docs, r, recorder, first) for p, docs, r in zip(prompts, passages, items)]
+
+    def _passages(self, batch: Sequence[RequestOptions]) -> list[list[dict[str, Any]]]:
+        out: list[list[dict[str, Any]]] = [[dict(c) for c in o.ctxs[: o.ndocs]] if o.ctxs else [] for o in batch]
+        need = [i for i, o in enumerate(batch) if o.ctxs is None and o.mode != "no_retrieval"]
+        if need:
+            if self.search is None:
+                raise ConfigError("no passage source: start the server with --passages or send selfrag.ctxs")
+            for i, docs in zip(need, self.search([batch[i].instruction for i in need], batch[0].ndocs)):
+                out[i] = docs
+        return out
+
+    def _usage(self, prompt: str, gens: Sequence[Generation], max_tokens: int) -> tuple[str, int, int]:
+        eos = getattr(self.backend.tokenizer, "eos_token_id", None)
+        last = gens[-1].token_ids if gens else []
+        length = len(last) >= max_tokens and (not last or last[-1] != eos)
+        prompt_tokens = len(self.backend.tokenizer(prompt)["input_ids"])
+        return ("length" if length else "stop"), prompt_tokens, sum(len(g.token_ids) for g in gens)
+
+    def _short_answer(self, prompt, docs, item, recorder: _Recorder, opts: RequestOptions) -> Answer:
+        candidates, citations = [], []
+        if item.retrieve:
+            scores = [item.results[f"retrieval_{i}"]["score"] for i in range(len(docs))]
+            best = scores.index(max(scores))  # rerank's rule: the first passage wins ties
+            for i in range(len(docs)):
+                r = item.results[f"retrieval_{i}"]
+                candidates.append(
+                    {"passage": i, "text": r["pred"], "critique": _critique(r["critique"]), "chosen": i == best}
+                )
+            citations.append({"passage": best, "id": docs[best].get("id")})
+            chosen = recorder.seen[prompt + format_evidence(docs[best])]
+        else:
+            chosen = recorder.seen[no_retrieval_prompt(prompt)]
+        finish, n_prompt, n_completion = self._usage(prompt, [chosen], opts.max_tokens)
+        meta = _meta(opts, item.retrieve, item.retrieval_prob, docs if item.retrieve else [])
+        meta.update(
+            raw=chosen.text, candidates=candidates, citations=citations, no_retrieval=item.results.get("no_retrieval")
+        )
+        return Answer(item.pred, finish, n_prompt, n_completion, meta)
+
+    def _long_answer(self, prompt, docs, result, recorder: _Recorder, opts: RequestOptions) -> Answer:
+        text, cited = assemble_answer(result, "asqa")
+        index = {id(d): i for i, d in enumerate(docs)}
+        segments, gens = [], []
+        for node in result.path:
+            gens.append(recorder.seen[node.context + format_evidence(node.ctx)])
+            segments.append(
+                {
+                    "text": clean_segment(node.segment),
+                    "raw": node.pred,
+                    "passage": index[id(node.ctx)],
+                    "critique": _critique(node.critique),
+                    "score": node.score,
+                }
+            )
+        if not result.retrieve:
+            gens.append(recorder.seen[no_retrieval_prompt(prompt)])
+        citations = []
+        for k, doc in enumerate(cited, start=1):
+            i = next(i for i, d in enumerate(docs) if d == doc)
+            citations.append({"marker": f"[{k}]", "passage": i, "id": docs[i].get("id")})
+        finish, n_prompt, n_completion = self._usage(prompt, gens, opts.max_tokens)
+        if result.path and result.path[-1].wants_retrieval:
+            finish = "length"  # the depth limit stopped a path that asked for more
+        meta = _meta(opts, result.retrieve, result.retrieval_prob, docs if result.retrieve else [])
+        meta.update(
+            raw="".join(n.pred for n in result.path) or result.no_retrieval_text, segments=segments, citations=citations
+        )
+        return Answer(text, finish, n_prompt, n_completion, meta)
+
+
+def _critique(scores: Mapping[str, float]) -> dict[str, float]:
+    return {
+        "isRel": scores["relevance"],
+        "isSup": scores["support"],
+        "isUse": scores["utility"],
+        "seq": scores["seq"],
+        "total": scores["total"],
+    }
+
+
+def _meta(opts: RequestOptions, retrieve: bool, prob: float | None, docs: Sequence[Mapping[str, Any]]) -> dict:
+    passages = [
+        {
+            "id": d.get("id"),
+            "title": d.get("title", ""),
+            "text": d["text"],
+            "score": float(d["score"]) if d.get("score") is not None else None,
+        }
+        for d in docs
+    ]
+    return {
+        "mode": opts.mode,
+        "long_form": opts.long_form,
+        "retrieve": retrieve,
+        "retrieval_prob": prob,
+        "threshold": opts.threshold,
+        "passages": passages,
+    }

@@ -1,0 +1,201 @@
+"""OpenAI's wire format for the server: request bodies parsed into `RequestOptions` (a bad one raises
+`RequestError`, a 400 naming the field), and the response, error and server-sent-event chunk bodies."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from selfrag.server.engine import MODES, Answer, RequestOptions, SelfRagEngine
+
+
+class RequestError(Exception):
+    """A bad request: becomes a 400 with an OpenAI-style error body naming `param`."""
+
+    def __init__(self, message: str, param: str | None = None, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.message, self.param, self.code = message, param, code
+
+
+def _int(body: Mapping[str, Any], key: str, minimum: int, where: str = "") -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"'{where}{key}' must be an integer; got {value!r}", where + key, "invalid_type")
+    if value < minimum:
+        raise RequestError(f"'{where}{key}' must be at least {minimum}; got {value}", where + key)
+    return value
+
+
+def instruction_of(body: Mapping[str, Any], chat: bool) -> str:
+    """The instruction: `prompt` (a string or a list of one string) or the last user message's text content."""
+    if not chat:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1:
+            prompt = prompt[0]
+        if prompt is None:
+            raise RequestError("'prompt' is required", "prompt", "missing_required_parameter")
+        if not isinstance(prompt, str):
+            raise RequestError("'prompt' must be a string (or a list of one string)", "prompt", "invalid_type")
+        if not prompt.strip():
+            raise RequestError("'prompt' is empty", "prompt")
+        return prompt
+    messages = body.get("messages")
+    if messages is None:
+        raise RequestError("'messages' is required", "messages", "missing_required_parameter")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise RequestError("'messages' must be a list of {role, content} objects", "messages", "invalid_type")
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if not users:
+        raise RequestError("'messages' holds no message with role 'user'", "messages")
+    content = messages[users[-1]].get("content")
+    if isinstance(content, list):  # content parts: keep the text ones
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    if not isinstance(content, str) or not content.strip():
+        raise RequestError("the last user message has no text content", f"messages[{users[-1]}].content")
+    return content
+
+
+def parse_request(body: Any, chat: bool, engine: SelfRagEngine) -> tuple[RequestOptions, bool]:
+    """Validate an OpenAI request body; return the options and whether to stream. Raises `RequestError`."""
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object", None, "invalid_type")
+    instruction = instruction_of(body, chat)
+    model = body.get("model")
+    if model is not None and model != engine.model_id:
+        raise RequestError(
+            f"model {model!r} is not served here; use {engine.model_id!r} (GET /v1/models)", "model", "model_not_found"
+        )
+    if (_int(body, "n", 1) or 1) != 1:
+        raise RequestError("only n=1 is supported (Self-RAG answers greedily)", "n")
+    max_tokens = _int(body, "max_completion_tokens", 1) or _int(body, "max_tokens", 1)
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise RequestError("'stream' must be true or false", "stream", "invalid_type")
+    opts = replace(engine.defaults, instruction=instruction, max_tokens=max_tokens or engine.defaults.max_tokens)
+    extra = body.get("selfrag") or {}
+    if not isinstance(extra, dict):
+        raise RequestError("'selfrag' must be an object", "selfrag", "invalid_type")
+    unknown = sorted(set(extra) - {"mode", "ndocs", "threshold", "long_form", "ctxs", "beam_width", "max_depth"})
+    if unknown:
+        raise RequestError(f"unknown 'selfrag' options {unknown}", f"selfrag.{unknown[0]}")
+    if "mode" in extra:
+        if extra["mode"] not in MODES:
+            raise RequestError(f"'selfrag.mode' must be one of {list(MODES)}", "selfrag.mode")
+        opts = replace(opts, mode=extra["mode"])
+    for key, minimum in (("ndocs", 1), ("beam_width", 1), ("max_depth", 2)):
+        value = _int(extra, key, minimum, "selfrag.")
+        if value is not None:
+            opts = replace(opts, **{key: value})
+    if "threshold" in extra:
+        t = extra["threshold"]
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1):
+            raise RequestError("'selfrag.threshold' must be a probability in [0, 1] or null", "selfrag.threshold")
+        opts = replace(opts, threshold=None if t is None else float(t))
+    if "long_form" in extra:
+        if not isinstance(extra["long_form"], bool):
+            raise RequestError("'selfrag.long_form' must be true or false", "selfrag.long_form", "invalid_type")
+        opts = replace(opts, long_form=extra["long_form"])
+    if "ctxs" in extra:
+        ctxs = extra["ctxs"]
+        if not isinstance(ctxs, list) or not ctxs:
+            raise RequestError("'selfrag.ctxs' must be a non-empty list of passages", "selfrag.ctxs")
+        for i, c in enumerate(ctxs):
+            if not isinstance(c, dict) or not isinstance(c.get("text"), str) or not isinstance(c.get("title", ""), str):
+                raise RequestError(
+                    "each passage needs a string 'text' (and an optional string 'title')", f"selfrag.ctxs[{i}]"
+                )
+        opts = replace(opts, ctxs=tuple(ctxs))
+    if opts.mode != "no_retrieval" and opts.ctxs is None and engine.search is None:
+        raise RequestError(
+            "this server has no retriever (--passages): send 'selfrag.ctxs' or use mode 'no_retrieval'",
+            "selfrag.ctxs",
+            "missing_required_parameter",
+        )
+    return opts, stream
+
+
+# ------------------------------------------------------------------------------------------------------ responses
+
+
+def error_body(
+    message: str, param: str | None = None, code: str | None = None, kind: str = "invalid_request_error"
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def usage(ans: Answer) -> dict[str, int]:
+    return {
+        "prompt_tokens": ans.prompt_tokens,
+        "completion_tokens": ans.completion_tokens,
+        "total_tokens": ans.prompt_tokens + ans.completion_tokens,
+    }
+
+
+def pieces(text: str) -> list[str]:
+    """Stream chunks: words with their leading whitespace; they concatenate to `text` exactly."""
+    found = re.findall(r"\s*\S+", text)
+    tail = text[len("".join(found)) :]
+    return found + [tail] if tail else found
+
+
+def sse(payload: Mapping[str, Any]) -> str:
+    """One server-sent event."""
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What every body answering one request shares: the API (chat or completions), its id, time and model."""
+
+    chat: bool
+    model: str
+    id: str
+    created: int
+
+    @classmethod
+    def new(cls, chat: bool, model: str) -> Reply:
+        """A fresh id (`chatcmpl-...` / `cmpl-...`) stamped now."""
+        return cls(chat, model, ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex, int(time.time()))
+
+    def _head(self, obj: str) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+
+    def completion(self, ans: Answer) -> dict[str, Any]:
+        """The whole (non-streamed) response, with the `selfrag` metadata."""
+        choice = (
+            {"index": 0, "message": {"role": "assistant", "content": ans.text}, "logprobs": None}
+            if self.chat
+            else {"index": 0, "text": ans.text, "logprobs": None}
+        )
+        choice["finish_reason"] = ans.finish_reason
+        head = self._head("chat.completion" if self.chat else "text_completion")
+        return {**head, "choices": [choice], "usage": usage(ans), "selfrag": ans.selfrag}
+
+    def chunks(self, ans: Answer, include_usage: bool) -> list[dict[str, Any]]:
+        """The streamed response's chunks: the `selfrag` metadata first, then the answer word by word, then
+        `finish_reason` (and the usage when asked for)."""
+        first = {"role": "assistant", "content": ""} if self.chat else {}
+        out = [{**self._chunk(first), "selfrag": ans.selfrag}]
+        out += [self._chunk({"content": piece}) for piece in pieces(ans.text)]
+        out.append(self._chunk({}, ans.finish_reason))
+        if include_usage:
+            out.append({**self._head(self._chunk_object), "choices": [], "usage": usage(ans)})
+        return out
+
+    @property
+    def _chunk_object(self) -> str:
+        return "chat.completion.chunk" if self.chat else "text_completion"
+
+    def _chunk(self, delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
+        if self.chat:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": delta.get("content", ""), "logprobs": None, "finish_reason": finish}
+        return {**self._head(self._chunk_object), "choices": [choice]}
