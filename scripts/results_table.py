@@ -1,11 +1,13 @@
-"""Print the paper's Table 2 (PopQA, TQA, Pub, ARC) from result files, and the Fig. 3c threshold sweep.
+"""Print the paper's Table 2 (PopQA, TQA, Pub, ARC, Bio, ASQA) from result files, and the Fig. 3c threshold sweep.
 
     python scripts/results_table.py results/table2/                       # markdown table on stdout
     python scripts/results_table.py results/table2/ --metric accuracy     # strict metric instead of match
     python scripts/results_table.py --sweep results/sweep_pub/ --plot fig3c.png
 
-Files come from retrieval_lm/run_short_form.py and retrieval_lm/run_baseline_lm.py; a file named
-SYSTEM__TASK.json (TASK: popqa, tqa, pub, arc) is placed by its name. Rules: selfrag/results_table.py.
+Files come from retrieval_lm/run_short_form.py and retrieval_lm/run_baseline_lm.py (short form), and from
+scripts/eval_alce.py / scripts/eval_factscore.py --result_fp (ASQA, Bio; their columns are printed only when one
+such file is given); a file named SYSTEM__TASK.json (TASK: popqa, tqa, pub, arc, asqa, bio) is placed by its name.
+--metric applies to the short-form columns. Rules: selfrag/results_table.py.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--metric",
         choices=METRICS,
         default=None,
-        help="report this entry of each file's 'metrics' (default: the run's metric_mean)",
+        help="report this entry of each short-form file's 'metrics' (default: the run's metric_mean)",
     )
     parser.add_argument("--output", default=None, help="also write the table (and sweep) markdown to this file")
     parser.add_argument("--sweep", nargs="+", default=[], help="adaptive Self-RAG results at several thresholds")

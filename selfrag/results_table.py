@@ -1,31 +1,45 @@
-"""Gather result files into the paper's Table 2 (short-form columns) and its Fig. 3c threshold sweep.
+"""Gather result files into the paper's Table 2 and its Fig. 3c threshold sweep.
 
 Inputs are the JSON files written by `retrieval_lm/run_short_form.py` (Self-RAG) and
-`retrieval_lm/run_baseline_lm.py` (baselines), or the original code's outputs (a short-form JSON with
-`metric_mean`, a baseline JSON Lines file with per-item `metric_result`).
+`retrieval_lm/run_baseline_lm.py` (baselines) for the short-form columns (PopQA, TQA, Pub, ARC), the summaries of
+`scripts/eval_alce.py --result_fp` (ASQA) and `scripts/eval_factscore.py --result_fp` (Bio), or the original code's
+outputs (a short-form JSON with `metric_mean`, a baseline JSON Lines file with per-item `metric_result`, ALCE's
+`.score` file, FactScore's `*_factscore_output.json`).
+
+**Columns.** PopQA, TQA, Pub, ARC; then Bio (FactScore's `factscore`, with its length penalty) and ASQA em / rg /
+mau / pre / rec (ALCE's `str_em`, `rougeLsum`, `mauve`, `citation_prec`, `citation_rec`). The six long-form
+columns are printed only when at least one long-form result is present, so a table of short-form results is the
+four-column one. A metric a summary lacks (MAUVE without mauve-text, citations of a run without retrieval) is a
+missing cell.
 
 **Which row and column a file fills.** A file named `SYSTEM__TASK.json` (or `.jsonl`; two underscores; TASK one
-of `popqa`, `tqa` / `triviaqa`, `pub` / `pubhealth`, `arc` / `arc_c`, any case) goes to row SYSTEM and column
-TASK, whatever its contents: this is how files without a config (the original's) are placed, and how a row is
-renamed. Its group is Self-RAG for a short-form output (or a SYSTEM containing `Self-RAG`), baselines with
-retrieval for `--mode retrieval` (or a SYSTEM starting with `Ret-`), else baselines without retrieval.
-Otherwise both come from the file's `config`:
+of `popqa`, `tqa` / `triviaqa`, `pub` / `pubhealth`, `arc` / `arc_c`, `asqa`, `bio` / `factscore`, any case) goes
+to row SYSTEM and column TASK, whatever its config: this is how files without a config (the original's) are
+placed, and how a row is renamed. An `asqa` file is an eval_alce.py summary or ALCE's own score dict
+(percentages: `str_em`, `rougeLsum`, ... as `eval.py` writes them to `<f>.score`); a `bio` file is an
+eval_factscore.py summary or FactScore's output (`score`). Its group is Self-RAG for a short-form output, a
+summary with `generator: self-rag` (or a SYSTEM containing `Self-RAG`), baselines with retrieval for `--mode
+retrieval` (or a SYSTEM starting with `Ret-`), else baselines without retrieval. Otherwise both come from the
+file's `config` (for a summary: the generation run's config it carries):
 
-- column: `--task fever` -> Pub, `arc_c` -> ARC; no task -> from the input file's name (`popqa` -> PopQA,
-  `triviaqa` / `tqa` -> TQA, `health` -> Pub, `arc` -> ARC); a task outside Table 2's short-form columns (asqa,
-  factscore) or an unknown file name is skipped with a warning;
+- column: an eval_alce.py summary (`runner: alce`) -> ASQA, an eval_factscore.py one (`runner: factscore`) -> Bio;
+  else `--task fever` -> Pub, `arc_c` -> ARC; no task -> from the input file's name (`popqa` -> PopQA,
+  `triviaqa` / `tqa` -> TQA, `health` -> Pub, `arc` -> ARC); another task (an ELI5 summary, an unscored ASQA /
+  biography generation) or an unknown file name is skipped with a warning;
 - row: the model's paper name where known (`selfrag/selfrag_llama2_7b` -> `Self-RAG 7B`, `meta-llama/Llama-2-7b-hf`
   -> `Llama2-7B`, `gpt-3.5-turbo*` -> `ChatGPT`, ...), else the model path's last component; baselines run with
-  `--mode retrieval` get the paper's `Ret-` prefix; Self-RAG runs not in adaptive mode get ` (always_retrieve)` /
-  ` (no_retrieval)`, and `--compat original` runs ` [compat original]`.
+  `--mode retrieval` get the paper's `Ret-` prefix; Self-RAG runs not in the paper's mode for the task (adaptive
+  retrieval; ASQA: always_retrieve) get ` (MODE)`, e.g. ` (always_retrieve)` / ` (no_retrieval)`, and
+  `--compat original` runs ` [compat original]`.
 
 Rows are grouped as in the paper (baselines without retrieval, with retrieval, Self-RAG) and sorted by name
-within a group. Values are `100 x metric_mean` (the metric the run reported; `metric=` picks another one of the
-file's `metrics`), one decimal; `–` marks a missing cell. Two files for the same cell are an error.
+within a group. Values are `100 x` the fraction, one decimal; `–` marks a missing cell. A short-form cell is the
+run's `metric_mean` (the metric the run reported; `metric=` picks another one of the file's `metrics`); the
+long-form columns always report the metrics above, whatever `metric=`. Two files for the same cell are an error.
 
-**Threshold sweep (Fig. 3c).** Self-RAG files in adaptive mode with a numeric `threshold` form one curve per
-(system, task): accuracy (100 x metric_mean) and retrieval frequency (100 x `retrieval_frequency`) against the
-threshold.
+**Threshold sweep (Fig. 3c).** Self-RAG short-form files in adaptive mode with a numeric `threshold` form one
+curve per (system, task): accuracy (100 x metric_mean) and retrieval frequency (100 x `retrieval_frequency`)
+against the threshold.
 """
 
 from __future__ import annotations
@@ -43,7 +57,8 @@ from selfrag.errors import ConfigError, DataFormatError
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = ("PopQA", "TQA", "Pub", "ARC")
+COLUMNS = ("PopQA", "TQA", "Pub", "ARC")  # short form
+LONG_COLUMNS = ("Bio", "ASQA em", "ASQA rg", "ASQA mau", "ASQA pre", "ASQA rec")  # printed when any is filled
 TASK_NAMES = {
     "popqa": "PopQA",
     "tqa": "TQA",
@@ -74,6 +89,23 @@ INPUT_FILE_COLUMNS = (
     (re.compile(r"health"), "Pub"),
     (re.compile(r"(?<![a-z])arc(?![a-z])"), "ARC"),
 )
+# Long-form tasks: the columns each fills, from which metric of a summary's `metrics` (fractions).
+LONG_TASK_NAMES = {"asqa": "ASQA", "bio": "Bio", "factscore": "Bio"}
+LONG_TASK_METRICS = {
+    "ASQA": (
+        ("ASQA em", "str_em"),
+        ("ASQA rg", "rougeLsum"),
+        ("ASQA mau", "mauve"),
+        ("ASQA pre", "citation_prec"),
+        ("ASQA rec", "citation_rec"),
+    ),
+    "Bio": (("Bio", "factscore"),),
+}
+LONG_TASK_RUNNERS = {"alce": "ASQA", "factscore": "Bio"}  # a summary's `runner` -> its task
+LONG_TASK_SCORERS = {"ASQA": "scripts/eval_alce.py", "Bio": "scripts/eval_factscore.py"}
+# Self-RAG's mode in the paper, per task (App. B.2): adaptive retrieval, except ASQA, which always retrieves.
+PAPER_MODES = {"ASQA": "always_retrieve"}
+ADAPTIVE_MODES = (None, "default", "adaptive_retrieval")
 NAMED_FILE = re.compile(r"^(?P<system>.+)__(?P<task>[A-Za-z_]+)$")
 NO_VALUE = "–"
 
@@ -140,16 +172,119 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_result(path: str | Path, metric: str | None = None) -> ResultEntry | None:
-    """Place one result file; None (with a warning) when it belongs to no cell of the table."""
+def _row_from_config(config: dict[str, Any], is_selfrag: bool, paper_mode: str) -> tuple[str, str]:
+    """(system, group) of a run from its config; `paper_mode` is Self-RAG's mode in the paper for the task."""
+    label = model_label(str(config.get("model_name", "?")))
+    mode = config.get("mode")
+    if is_selfrag:
+        group = "selfrag"
+        system = label if label.startswith("Self-RAG") else f"Self-RAG ({label})"
+        resolved = "adaptive_retrieval" if mode in ADAPTIVE_MODES else mode
+        if resolved != paper_mode:
+            system += f" ({resolved})"
+    else:
+        group = "retrieval" if mode == "retrieval" else "no_retrieval"
+        system = ("Ret-" if group == "retrieval" else "") + label
+    if config.get("compat") == "original":
+        system += " [compat original]"
+    return system, group
+
+
+def _named_group(system: str, is_selfrag: bool, mode: Any) -> str:
+    """The group of a file placed by its name."""
+    if is_selfrag or "self-rag" in system.lower():
+        return "selfrag"
+    return "retrieval" if mode == "retrieval" or system.startswith("Ret-") else "no_retrieval"
+
+
+def load_results(path: str | Path, metric: str | None = None) -> list[ResultEntry]:
+    """Place one result file: one entry per cell it fills (a short-form file one, an ASQA summary up to five);
+    none (with a warning) when it belongs to no cell of the table."""
     path = Path(path)
     data = _read(path)
     config = data.get("config") if isinstance(data.get("config"), dict) else {}
-    is_selfrag = "all_results" in data or "retrieve" in data
     named = NAMED_FILE.match(path.stem)
-    if named and named.group("task").lower() not in TASK_NAMES:
-        named = None
+    task = named.group("task").lower() if named else None
+    if named and task not in TASK_NAMES and task not in LONG_TASK_NAMES:
+        named, task = None, None
+    runner_task = LONG_TASK_RUNNERS.get(str(data.get("runner")))
+    if runner_task or task in LONG_TASK_NAMES:
+        named_column = (TASK_NAMES.get(task) or LONG_TASK_NAMES.get(task)) if task else None
+        if named_column and runner_task and named_column != runner_task:
+            raise DataFormatError(
+                f"{path}: named for {named_column} but holds a {LONG_TASK_SCORERS[runner_task]} summary "
+                f"({runner_task}); rename it SYSTEM__{runner_task.lower()}.json"
+            )
+        system = named.group("system") if named else None
+        return _load_long_form(path, data, config, system, named_column or runner_task)  # type: ignore[arg-type]
+    entry = _load_short_form(path, data, config, named, metric)
+    return [entry] if entry is not None else []
 
+
+def _long_form_metrics(path: Path, data: dict[str, Any], task: str) -> dict[str, Any]:
+    """The fractions of an eval_alce.py / eval_factscore.py summary, ALCE's score dict or FactScore's output."""
+    metrics = data.get("metrics")
+    if isinstance(metrics, dict):
+        return metrics
+    if data.get("runner") in LONG_TASK_RUNNERS:
+        raise DataFormatError(f"{path}: a {LONG_TASK_SCORERS[task]} summary without a 'metrics' object")
+    if task == "ASQA":  # ALCE's eval.py scores, in percent
+        return {k: v / 100 for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"factscore": data.get("score")}  # FactScore's output, a fraction
+
+
+def _load_long_form(
+    path: Path, data: dict[str, Any], config: dict[str, Any], system: str | None, task: str
+) -> list[ResultEntry]:
+    """The ASQA / Bio cells of an eval_alce.py / eval_factscore.py summary (or of the scorers' own files)."""
+    config_task = config.get("task")
+    if system is None and config_task not in (None, "asqa", "factscore"):
+        logger.warning(
+            "%s: a %s summary of task %r, which is not a column of Table 2 (ASQA, Bio); skipped",
+            path,
+            LONG_TASK_SCORERS[task],
+            config_task,
+        )
+        return []
+    metrics = _long_form_metrics(path, data, task)
+    values = [
+        (column, metrics[key])
+        for column, key in LONG_TASK_METRICS[task]
+        if isinstance(metrics.get(key), (int, float)) and not math.isnan(metrics[key])
+    ]
+    if not values:
+        logger.warning(
+            "%s: none of %s in it; skipped",
+            path,
+            ", ".join(key for _, key in LONG_TASK_METRICS[task]),
+        )
+        return []
+    generator = data.get("generator")
+    if system is not None:
+        group = _named_group(system, generator == "self-rag", config.get("mode"))
+    elif not config:
+        logger.warning(
+            "%s: no generation 'config' to name its row; name the file SYSTEM__%s.json; skipped", path, task.lower()
+        )
+        return []
+    elif generator not in ("self-rag", "baseline"):
+        logger.warning(
+            "%s: its 'generator' (%r) says neither self-rag nor baseline; name the file SYSTEM__%s.json; skipped",
+            path,
+            generator,
+            task.lower(),
+        )
+        return []
+    else:
+        system, group = _row_from_config(config, generator == "self-rag", PAPER_MODES.get(task, "adaptive_retrieval"))
+    return [ResultEntry(str(path), system, group, column, float(value)) for column, value in values]
+
+
+def _load_short_form(
+    path: Path, data: dict[str, Any], config: dict[str, Any], named: re.Match[str] | None, metric: str | None
+) -> ResultEntry | None:
+    """The PopQA / TQA / Pub / ARC cell of a run_short_form.py / run_baseline_lm.py output."""
+    is_selfrag = "all_results" in data or "retrieve" in data
     if metric is None:
         value = data.get("metric_mean")
     else:
@@ -164,15 +299,18 @@ def load_result(path: str | Path, metric: str | None = None) -> ResultEntry | No
     mode = config.get("mode")
     if named:
         system, column = named.group("system"), TASK_NAMES[named.group("task").lower()]
-        group = (
-            "selfrag"
-            if is_selfrag or "self-rag" in system.lower()
-            else "retrieval"
-            if mode == "retrieval" or system.startswith("Ret-")
-            else "no_retrieval"
-        )
+        group = _named_group(system, is_selfrag, mode)
     elif config:
         column = _column_from_config(config)
+        long_task = LONG_TASK_NAMES.get(str(config.get("task")))
+        if column is None and long_task:
+            logger.warning(
+                "%s: task %r is a generation to score: run %s --result_fp FILE on it and pass FILE; skipped",
+                path,
+                config.get("task"),
+                LONG_TASK_SCORERS[long_task],
+            )
+            return None
         if column is None:
             logger.warning(
                 "%s: task %r / input %r is not a column of Table 2 (%s); skipped",
@@ -182,27 +320,17 @@ def load_result(path: str | Path, metric: str | None = None) -> ResultEntry | No
                 ", ".join(COLUMNS),
             )
             return None
-        label = model_label(str(config.get("model_name", "?")))
-        if is_selfrag:
-            group = "selfrag"
-            system = label if label.startswith("Self-RAG") else f"Self-RAG ({label})"
-            if mode not in (None, "default", "adaptive_retrieval"):
-                system += f" ({mode})"
-        else:
-            group = "retrieval" if mode == "retrieval" else "no_retrieval"
-            system = ("Ret-" if group == "retrieval" else "") + label
-        if config.get("compat") == "original":
-            system += " [compat original]"
+        system, group = _row_from_config(config, is_selfrag, "adaptive_retrieval")
     else:
         logger.warning(
             "%s: no 'config' to name its row and column; name the file SYSTEM__TASK.json "
-            "(TASK: popqa, tqa, pub or arc); skipped",
+            "(TASK: popqa, tqa, pub, arc, asqa or bio); skipped",
             path,
         )
         return None
 
     threshold = config.get("threshold")
-    adaptive = mode in (None, "default", "adaptive_retrieval")
+    adaptive = mode in ADAPTIVE_MODES
     return ResultEntry(
         path=str(path),
         system=system,
@@ -231,7 +359,7 @@ def result_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def collect(paths: Iterable[str | Path], metric: str | None = None) -> list[ResultEntry]:
-    entries = [e for e in (load_result(p, metric) for p in result_files(paths)) if e is not None]
+    entries = [e for p in result_files(paths) for e in load_results(p, metric)]
     if not entries:
         raise ConfigError("no result file could be placed in the table (see the warnings above)")
     return entries
@@ -242,7 +370,9 @@ def _fmt(value: float | None) -> str:
 
 
 def table2_markdown(entries: Sequence[ResultEntry]) -> str:
-    """The markdown table: one row per system, grouped as in the paper, columns PopQA, TQA, Pub, ARC."""
+    """The markdown table: one row per system, grouped as in the paper, columns PopQA, TQA, Pub, ARC, then Bio and
+    ASQA em / rg / mau / pre / rec when any entry fills one of them (so short-form results alone give the
+    four-column table)."""
     cells: dict[tuple[str, str], ResultEntry] = {}
     groups: dict[str, str] = {}
     for entry in entries:
@@ -254,14 +384,15 @@ def table2_markdown(entries: Sequence[ResultEntry]) -> str:
             )
         cells[key] = entry
         groups.setdefault(entry.system, entry.group)
-    lines = ["| System | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    columns = COLUMNS + LONG_COLUMNS if any(e.column in LONG_COLUMNS for e in entries) else COLUMNS
+    lines = ["| System | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for group, title in GROUPS:
         systems = sorted(s for s, g in groups.items() if g == group)
         if not systems:
             continue
-        lines.append(f"| *{title}* |" + " |" * len(COLUMNS))
+        lines.append(f"| *{title}* |" + " |" * len(columns))
         for system in systems:
-            values = [_fmt(cells[(system, c)].value) if (system, c) in cells else NO_VALUE for c in COLUMNS]
+            values = [_fmt(cells[(system, c)].value) if (system, c) in cells else NO_VALUE for c in columns]
             lines.append(f"| {system} | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
 

@@ -283,3 +283,302 @@ def test_table_from_real_runs_of_both_scripts(tiny_model_dir, tmp_path, capsys):
         f"| *Baselines with retrieval* | | | | |\n| Ret-{name} | – | – | {100 * ret['metric_mean']:.1f} | – |\n"
         f"| *Self-RAG* | | | | |\n| Self-RAG ({name}) | {100 * sr['metric_mean']:.1f} | – | – | – |\n"
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Long form: ASQA (scripts/eval_alce.py) and Bio (scripts/eval_factscore.py) summaries
+
+SELFRAG_LONG_CONFIG = {  # what run_long_form_static.py writes to <output>.config.json (the keys the table reads)
+    "model_name": "selfrag/selfrag_llama2_7b",
+    "task": "asqa",
+    "mode": "always_retrieve",
+    "threshold": 0.2,
+    "beam_width": 2,
+    "compat": "none",
+}
+
+
+def long_form_summary(runner, config, generator, **metrics):
+    """The shape of an eval_alce.py / eval_factscore.py --result_fp summary (fractions)."""
+    main = "factscore" if runner == "factscore" else "str_em" if "str_em" in metrics else None
+    return {
+        "runner": runner,
+        "metric": main,
+        "metric_mean": metrics.get(main) if main else None,
+        "metrics": metrics,
+        "n_items": 2,
+        "generator": generator,
+        "config": config,
+        "eval_config": {},
+    }
+
+
+def baseline_long_config(model, task, mode="vanilla"):
+    return {"model_name": model, "task": task, "mode": mode, "top_n": 5 if mode == "retrieval" else 1, "compat": "none"}
+
+
+@pytest.fixture
+def long_form_dir(results_dir):
+    d = results_dir / "long"
+    write(
+        d,
+        "asqa_selfrag-7b.json",
+        long_form_summary(
+            "alce",
+            SELFRAG_LONG_CONFIG,
+            "self-rag",
+            length=60.2,
+            str_em=0.3,
+            str_hit=0.1,
+            rougeLsum=0.357,
+            mauve=0.743,
+            citation_rec=0.678,
+            citation_prec=0.669,
+        ),
+    )
+    # run_long_form_static.py writes the mode as given: "default" is the adaptive mode, the paper's for Bio.
+    bio_config = SELFRAG_LONG_CONFIG | {"task": "factscore", "mode": "default"}
+    write(
+        d,
+        "bio_selfrag-7b.json",
+        long_form_summary("factscore", bio_config, "self-rag", factscore=0.812, respond_ratio=1.0),
+    )
+    # Not the paper's mode for ASQA: a row of its own.
+    adaptive = SELFRAG_LONG_CONFIG | {"mode": "adaptive_retrieval"}
+    write(d, "asqa_selfrag-7b_adaptive.json", long_form_summary("alce", adaptive, "self-rag", str_em=0.28))
+    # Without retrieval: no citation scores, and MAUVE not computed (mauve-text absent): missing cells.
+    llama = baseline_long_config("meta-llama/Llama-2-7b-hf", "asqa")
+    write(d, "asqa_llama2-7b.json", long_form_summary("alce", llama, "baseline", str_em=0.079, rougeLsum=0.153))
+    llama_ret = baseline_long_config("meta-llama/Llama-2-7b-hf", "factscore", "retrieval")
+    write(d, "bio_llama2-7b_ret.json", long_form_summary("factscore", llama_ret, "baseline", factscore=0.78))
+    # The scorers' own files, placed by name: ALCE's <f>.score (percentages) and FactScore's output.
+    alce_scores = {"length": 61.0, "str_em": 40.7, "str_hit": 12.0, "rougeLsum": 39.9, "mauve": 79.7}
+    write(d, "Ret-ChatGPT__asqa.json", alce_scores | {"citation_rec": 76.6, "citation_prec": 65.1})
+    write(d, "Self-RAG 13B__Bio.json", {"score": 0.802, "respond_ratio": 0.98, "num_facts_per_response": 30.1})
+    # ELI5 is not in Table 2.
+    eli5 = SELFRAG_LONG_CONFIG | {"task": "eli5"}
+    write(d, "eli5_selfrag-7b.json", long_form_summary("alce", eli5, "self-rag", rougeLsum=0.2, claims_nli=0.1))
+    return results_dir
+
+
+WIDE_TABLE = """\
+| System | PopQA | TQA | Pub | ARC | Bio | ASQA em | ASQA rg | ASQA mau | ASQA pre | ASQA rec |
+|---|---|---|---|---|---|---|---|---|---|---|
+| *Baselines without retrieval* | | | | | | | | | | |
+| Alpaca-7B | – | – | 40.0 | – | – | – | – | – | – | – |
+| Llama2-7B | 14.7 | 30.5 | – | – | – | 7.9 | 15.3 | – | – | – |
+| *Baselines with retrieval* | | | | | | | | | | |
+| Ret-ChatGPT | – | 65.7 | – | – | – | 40.7 | 39.9 | 79.7 | 65.1 | 76.6 |
+| Ret-Llama2-7B | – | – | – | 48.0 | 78.0 | – | – | – | – | – |
+| *Self-RAG* | | | | | | | | | | |
+| Self-RAG 13B | – | 69.3 | – | – | 80.2 | – | – | – | – | – |
+| Self-RAG 7B | 54.9 | – | 72.4 | 67.3 | 81.2 | 30.0 | 35.7 | 74.3 | 66.9 | 67.8 |
+| Self-RAG 7B (adaptive_retrieval) | – | – | – | – | – | 28.0 | – | – | – | – |
+| Self-RAG 7B (always_retrieve) | 50.0 | – | – | – | – | – | – | – | – | – |
+"""
+
+
+def test_table2_with_bio_and_asqa_columns(long_form_dir, tmp_path, capsys, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert script.main([str(long_form_dir), "--output", str(tmp_path / "table.md")]) == 0
+    assert capsys.readouterr().out == WIDE_TABLE
+    assert (tmp_path / "table.md").read_text() == WIDE_TABLE
+    assert "eli5_selfrag-7b.json: a scripts/eval_alce.py summary of task 'eli5', which is not a column" in caplog.text
+
+
+def test_selfrag_eval_table_prints_the_wide_table_too(long_form_dir, capsys):
+    from selfrag.commands import main
+
+    assert main(["eval", str(long_form_dir), "--table"]) == 0
+    assert capsys.readouterr().out == WIDE_TABLE
+
+
+def test_metric_flag_leaves_the_long_form_columns_alone(long_form_dir, capsys):
+    files = [long_form_dir / "popqa_selfrag7b.json", long_form_dir / "long" / "asqa_selfrag-7b.json"]
+    assert script.main([*map(str, files), "--metric", "accuracy"]) == 0
+    assert capsys.readouterr().out == (
+        "| System | PopQA | TQA | Pub | ARC | Bio | ASQA em | ASQA rg | ASQA mau | ASQA pre | ASQA rec |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| *Self-RAG* | | | | | | | | | | |\n"
+        "| Self-RAG 7B | 40.0 | – | – | – | – | 30.0 | 35.7 | 74.3 | 66.9 | 67.8 |\n"
+    )
+
+
+def test_long_form_files_that_cannot_be_placed(tmp_path, caplog):
+    summary = long_form_summary("alce", SELFRAG_LONG_CONFIG, "self-rag", str_em=0.3)
+    write(tmp_path, "Self-RAG 7B__popqa.json", summary)
+    with caplog.at_level(logging.ERROR):
+        assert script.run_main(script.main, [str(tmp_path / "Self-RAG 7B__popqa.json")]) == 2
+    assert (
+        "Self-RAG 7B__popqa.json: named for PopQA but holds a scripts/eval_alce.py summary (ASQA); "
+        "rename it SYSTEM__asqa.json"
+    ) in caplog.text
+    write(tmp_path, "no_config.json", long_form_summary("factscore", {}, None, factscore=0.5))
+    write(tmp_path, "length_only.json", long_form_summary("alce", SELFRAG_LONG_CONFIG, "self-rag", length=50.0))
+    write(tmp_path, "nothing__asqa.json", {"length": 50.0})
+    write(tmp_path, "no_metrics.json", {"runner": "factscore", "config": SELFRAG_LONG_CONFIG})
+    # An ASQA generation (run_baseline_lm.py --task asqa) is not a score.
+    generation = baseline_result("meta-llama/Llama-2-7b-hf", "asqa_eval_gtr_top100.json", "asqa", 0.0)
+    write(tmp_path, "gen.json", generation)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        for name in ("no_config.json", "length_only.json", "nothing__asqa.json", "gen.json"):
+            assert script.run_main(script.main, [str(tmp_path / name)]) == 2
+        assert script.run_main(script.main, [str(tmp_path / "no_metrics.json")]) == 2
+    assert "no_config.json: no generation 'config' to name its row; name the file SYSTEM__bio.json" in caplog.text
+    assert (
+        "length_only.json: none of str_em, rougeLsum, mauve, citation_prec, citation_rec in it; skipped" in caplog.text
+    )
+    assert "nothing__asqa.json: none of str_em, rougeLsum" in caplog.text
+    assert (
+        "gen.json: task 'asqa' is a generation to score: run scripts/eval_alce.py --result_fp FILE on it and pass "
+        "FILE; skipped"
+    ) in caplog.text
+    assert "no_metrics.json: a scripts/eval_factscore.py summary without a 'metrics' object" in caplog.text
+
+
+def test_two_asqa_summaries_for_one_row_are_an_error(long_form_dir, caplog):
+    write(long_form_dir, "asqa_again.json", json.loads((long_form_dir / "long" / "asqa_selfrag-7b.json").read_text()))
+    with caplog.at_level(logging.ERROR):
+        assert script.run_main(script.main, [str(long_form_dir)]) == 2
+    assert "two results for Self-RAG 7B / ASQA em" in caplog.text
+
+
+# Two ASQA items (test_alce.py's): the Self-RAG answers find 2/3 and 1/1 short answers (str_em (2/3 + 1) / 2) and
+# ROUGE-Lsum F 1 and 6/7; the baseline's find 1/3 and 1/1, and ROUGE-Lsum F 8/13 ("leonard cohen wrote it" against
+# the two reference sentences: P 4/4, R 4/9) and 1.
+ASQA_ITEMS = [
+    {
+        "question": "Who wrote Hallelujah?",
+        "qa_pairs": [{"short_answers": ["Leonard Cohen"]}, {"short_answers": ["George Frideric Handel", "Handel"]},
+                     {"short_answers": ["Kobi Oshrat", "Shimrit Orr"]}],
+        "annotations": [{"long_answer": "Leonard Cohen wrote it. The chorus is by Handel."}],
+    },
+    {
+        "question": "Who sang Hey Jude?",
+        "qa_pairs": [{"short_answers": ["The Beatles"]}],
+        "annotations": [{"long_answer": "Nothing alike here."}, {"long_answer": "It was the Beatles."}],
+    },
+]  # fmt: skip
+BIO_OUTPUT = [  # FactScore's decisions for two biographies (its `score`, length-penalised, is given separately)
+    [{"atom": f"fact {i}", "is_supported": i < 3} for i in range(4)],
+    [{"atom": f"fact {i}", "is_supported": i != 1} for i in range(4)],
+]
+
+
+def test_table_from_real_runs_of_both_scorers(tmp_path, capsys):
+    """eval_alce.py and eval_factscore.py summaries of Self-RAG (long-form output + .config.json) and baseline
+    (config inside) generations land in the right cells."""
+    from selfrag.alce import AlceEvalConfig, evaluate_file
+    from selfrag.factscore_adapter import FactScoreConfig, evaluate_factscore
+
+    gen, results = tmp_path / "gen", tmp_path / "results"
+    selfrag_out = ["Leonard Cohen wrote it [1]. The chorus is by Handel [2].", "It was beatles!"]
+    write(gen, "asqa_selfrag-7b.json", [item | {"output": o} for item, o in zip(ASQA_ITEMS, selfrag_out)])
+    write(gen, "asqa_selfrag-7b.json.config.json", SELFRAG_LONG_CONFIG)
+    baseline_out = ["Leonard Cohen wrote it.", "It was the Beatles."]
+    write(
+        gen,
+        "asqa_llama2-7b.json",
+        {
+            "preds": baseline_out,
+            "data": [item | {"output": o} for item, o in zip(ASQA_ITEMS, baseline_out)],
+            "config": baseline_long_config("meta-llama/Llama-2-7b-hf", "asqa"),
+        },
+    )
+    for cell in ("asqa_selfrag-7b", "asqa_llama2-7b"):
+        config = AlceEvalConfig(
+            f=str(gen / f"{cell}.json"), sentence_splitter="regex", result_fp=str(results / f"{cell}.json")
+        )
+        evaluate_file(config)
+
+    topics = ["Marie Curie", "Wangari Maathai"]
+    bios = [{"input": f"Tell me a bio of {t}.", "topic": t, "output": f"{t} was a scientist."} for t in topics]
+    write(gen, "bio_selfrag-7b.jsonl", "".join(json.dumps(b) + "\n" for b in bios))
+    write(gen, "bio_selfrag-7b.jsonl.config.json", SELFRAG_LONG_CONFIG | {"task": "factscore", "mode": "default"})
+    write(
+        gen,
+        "bio_llama2-7b_ret.json",
+        {
+            "preds": [b["output"] for b in bios],
+            "data": [b | {"instruction": b["input"]} for b in bios],
+            "config": baseline_long_config("meta-llama/Llama-2-7b-hf", "factscore", "retrieval"),
+        },
+    )
+    for cell, name, score in (
+        ("bio_selfrag-7b", "bio_selfrag-7b.jsonl", 0.75),
+        ("bio_llama2-7b_ret", "bio_llama2-7b_ret.json", 0.5),
+    ):
+        write(gen, f"{cell}_fs.json", {"score": score, "respond_ratio": 1.0, "decisions": BIO_OUTPUT})
+        config = FactScoreConfig(
+            input_file=str(gen / name), score_file=str(gen / f"{cell}_fs.json"), result_fp=str(results / f"{cell}.json")
+        )
+        evaluate_factscore(config)
+
+    assert script.main([str(results)]) == 0
+    assert capsys.readouterr().out == (
+        "| System | PopQA | TQA | Pub | ARC | Bio | ASQA em | ASQA rg | ASQA mau | ASQA pre | ASQA rec |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| *Baselines without retrieval* | | | | | | | | | | |\n"
+        "| Llama2-7B | – | – | – | – | – | 66.7 | 80.8 | – | – | – |\n"
+        "| *Baselines with retrieval* | | | | | | | | | | |\n"
+        "| Ret-Llama2-7B | – | – | – | – | 50.0 | – | – | – | – | – |\n"
+        "| *Self-RAG* | | | | | | | | | | |\n"
+        "| Self-RAG 7B | – | – | – | – | 75.0 | 83.3 | 92.9 | – | – | – |\n"
+    )
+
+
+def test_every_table2_cell_lands_in_its_readme_row_and_column(tmp_path):
+    """Each scripts/table2 cell: its generation config (what the runner records, from the flags the script passes)
+    in the file its last command writes (for ASQA / Bio, the scorer's summary) is placed in the README's row and
+    column."""
+    import dataclasses
+    import os
+    import re
+    import shlex
+    import subprocess
+
+    from selfrag.alce import AlceEvalConfig, summary
+    from selfrag.baseline import BaselineConfig
+    from selfrag.cli import parse_config
+    from selfrag.factscore_adapter import FactScoreConfig, factscore_summary
+    from selfrag.long_form import LongFormConfig
+    from selfrag.results_table import LONG_COLUMNS, load_results
+    from selfrag.short_form import ShortFormConfig
+
+    table2 = ROOT / "scripts" / "table2"
+    rows = re.findall(
+        r"^\| (.+?) \| (.+?) \| \[`(.+?)\.sh`\]", (table2 / "README.md").read_text(encoding="utf-8"), re.MULTILINE
+    )
+    assert len(rows) == 83
+    columns = {"ASQA (em / rg / mau / pre / rec)": set(LONG_COLUMNS[1:]), "Bio (FactScore)": {"Bio"}}
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")} | {"DRY_RUN": "1", "PYTHON": "py"}
+    for row, column, cell in rows:
+        done = subprocess.run(["bash", str(table2 / f"{cell}.sh")], env=env, capture_output=True, text=True, cwd="/")
+        commands = [shlex.split(line) for line in done.stdout.splitlines() if line.strip()]
+        assert done.returncode == 0 and commands, (cell, done.stderr)
+        script_name, argv = commands[0][1], commands[0][2:]
+        if script_name.endswith("run_short_form.py"):
+            config = dataclasses.asdict(parse_config(ShortFormConfig, argv))
+            result = {"all_results": [], "retrieve": [], "metric_mean": 0.5, "config": config}
+        elif script_name.endswith("run_baseline_lm.py"):
+            config = parse_config(BaselineConfig, argv).to_dict()
+            result = {"runner": "baseline", "metric_mean": 0.5, "config": config}
+        else:
+            assert script_name.endswith("run_long_form_static.py"), script_name
+            config = dataclasses.asdict(parse_config(LongFormConfig, argv))  # its <output>.config.json
+        if column.startswith("ASQA"):
+            scores = {"str_em": 30.0, "rougeLsum": 35.0, "mauve": 70.0, "citation_prec": 60.0, "citation_rec": 65.0}
+            result = summary(scores, 2, config, AlceEvalConfig(f="x.json"))
+        elif column.startswith("Bio"):
+            out = {"score": 0.8, "respond_ratio": 1.0, "decisions": [None, None]}
+            result = factscore_summary(out, [{"topic": "a"}, {"topic": "b"}], config, FactScoreConfig(input_file="x"))
+        write(tmp_path, f"{cell}.json", result)
+        entries = load_results(tmp_path / f"{cell}.json")
+        assert {(e.system, e.group) for e in entries} == {
+            (
+                row,
+                "selfrag" if row.startswith("Self-RAG") else "retrieval" if row.startswith("Ret-") else "no_retrieval",
+            )
+        }, cell
+        assert {e.column for e in entries} == columns.get(column, {column}), cell
