@@ -26,6 +26,7 @@ from selfrag.decoding.long_form import BeamResult, LongFormSettings, Node, Passa
 from selfrag.errors import ConfigError, DataFormatError
 from selfrag.prompts import TASK_INST, format_prompt
 from selfrag.scoring import Weights
+from selfrag.short_form import prompt_tokenizer
 from selfrag.tokens import (
     ALL_TOKENS,
     CONTINUE,
@@ -72,6 +73,11 @@ class LongFormConfig(ModelConfig):
     batch_size: int = flag("Questions searched together (one backend call per depth level).", default=8)
     seed: int = flag("Unused: decoding is greedy (original flag).", default=633)
     device: str = flag("Unused (original flag).", default="cuda")
+    use_chat_template: bool = flag(
+        "Prompt with the tokenizer's chat template, as a model trained with finetune.py --use_chat_template "
+        "(not in the original).",
+        default=False,
+    )
 
     def __post_init__(self) -> None:
         if not self.model_name:
@@ -111,6 +117,7 @@ class LongFormConfig(ModelConfig):
             weights=weights,
             ignore_cont=self.ignore_cont,
             compat=self.compat,
+            add_special_tokens=not self.use_chat_template,
         )
 
     def fingerprint(self) -> dict[str, Any]:
@@ -125,8 +132,14 @@ class LongFormConfig(ModelConfig):
             "max_batch_size",
             "seed",
             "device",
+            "use_chat_template",  # joins only when set, so partial files of runs without it still resume
         }
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip} | {"mode": self.resolved_mode}
+        fingerprint = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip} | {
+            "mode": self.resolved_mode
+        }
+        if self.use_chat_template:
+            fingerprint["use_chat_template"] = True
+        return fingerprint
 
 
 # ------------------------------------------------------------------------------------------------ answer assembly
@@ -211,12 +224,16 @@ def question_of(item: Mapping[str, Any], task: str) -> str:
 
 
 def prepare_items(
-    config: LongFormConfig, live: bool = False
+    config: LongFormConfig, live: bool = False, tokenizer: Any | None = None
 ) -> tuple[list[dict[str, Any]], list[str], list[list[dict]]]:
     """Load and validate every item before the model loads; return items, prompts and passages.
 
-    With `live` retrieval the items need no passages of their own.
+    With `live` retrieval the items need no passages of their own. With `config.use_chat_template` the prompts are
+    built with `tokenizer`'s chat template (`format_prompt`).
     """
+    if config.use_chat_template and tokenizer is None:
+        raise ConfigError("--use_chat_template builds prompts with the model's tokenizer; pass prepare_items one")
+    template_tokenizer = tokenizer if config.use_chat_template else None
     items = load_items(config.input_file)[: config.limit]
     needs = config.resolved_mode != "no_retrieval" and not live
     prompts, ctxs = [], []
@@ -230,7 +247,7 @@ def prepare_items(
             docs = get_ctxs(item, ("docs", *CTX_KEYS)) if needs else []
         if needs and not docs:
             raise DataFormatError(f"{where(item)}: no passages; retrieval needs at least one")
-        prompts.append(format_prompt(instruction))
+        prompts.append(format_prompt(instruction, tokenizer=template_tokenizer))
         ctxs.append(docs[: config.ndocs])
     return items, prompts, ctxs
 
@@ -274,7 +291,8 @@ def run_long_form(
     Args:
         search: live retrieval (`Retriever.search`); without it each item's own passages are re-used at every step.
     """
-    items, prompts, ctxs = prepare_items(config, live=search is not None)
+    tokenizer = prompt_tokenizer(config.model_name, backend) if config.use_chat_template else None
+    items, prompts, ctxs = prepare_items(config, live=search is not None, tokenizer=tokenizer)
     passage_source = None
     if search is not None:
         passage_source = LiveRetrieval(search, [question_of(item, config.task) for item in items], config.ndocs)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from selfrag.errors import DataFormatError
+from selfrag.errors import ConfigError, DataFormatError
 from selfrag.tokens import NO_RETRIEVAL, PARAGRAPH_END, PARAGRAPH_START, RETRIEVAL
 
 PROMPT_DICT = {
@@ -47,16 +47,42 @@ CLOSED_TASKS = frozenset({"fever", "arc_c"})
 ARC_LETTERS = ("A", "B", "C", "D")
 
 
-def format_prompt(instruction: str, paragraph: str | None = None) -> str:
+def format_prompt(instruction: str, paragraph: str | None = None, tokenizer: Any | None = None) -> str:
     """The generator prompt `### Instruction:\\n{instruction}\\n\\n### Response:\\n`, optionally with a passage.
+
+    With `tokenizer` (`--use_chat_template`), the prompt is instead `chat_template_prompt(tokenizer, instruction)`: the
+    tokenizer's chat template with one user turn, up to the opening of the assistant turn, exactly the prompt that
+    training under `--use_chat_template` masks. `paragraph` is appended in both cases.
 
     >>> format_prompt("Who wrote Hamlet?")
     '### Instruction:\\nWho wrote Hamlet?\\n\\n### Response:\\n'
     """
-    prompt = PROMPT_DICT["prompt_no_input"].format(instruction=instruction)
+    if tokenizer is not None:
+        prompt = chat_template_prompt(tokenizer, instruction)
+    else:
+        prompt = PROMPT_DICT["prompt_no_input"].format(instruction=instruction)
     if paragraph is not None:
         prompt += paragraph
     return prompt
+
+
+def chat_template_prompt(tokenizer: Any, instruction: str) -> str:
+    """The generation prompt of `instruction` under the tokenizer's chat template: one user turn, then the opening
+    of the assistant turn (`add_generation_prompt=True`). It equals the prompt part of
+    `selfrag.training.encode.encode_example(..., chat_template=True)` for a record with this instruction and no
+    `input`. Templates usually write the BOS themselves, so backends must tokenize it without adding special tokens
+    (`GenParams.add_special_tokens=False`).
+
+    Raises `ConfigError` when the tokenizer has no chat template.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            f"--use_chat_template: the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template "
+            "(tokenizer.chat_template is unset; base models and models trained without --use_chat_template have "
+            "none): drop --use_chat_template to use the '### Instruction:' prompt the released models expect"
+        )
+    messages = [{"role": "user", "content": instruction}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def format_evidence(ctx: Mapping[str, Any]) -> str:

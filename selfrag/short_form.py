@@ -19,7 +19,7 @@ from selfrag.backends import GenerationBackend, ModelConfig, open_backend
 from selfrag.cli import flag
 from selfrag.data import ResumableRun, get_ctxs, load_items, require_field, where, write_json_atomic
 from selfrag.decoding.short_form import ShortFormSettings, run_batch
-from selfrag.errors import ConfigError, DataFormatError
+from selfrag.errors import BackendError, ConfigError, DataFormatError
 from selfrag.metrics import METRICS, metric_fn
 from selfrag.prompts import CLOSED_TASKS, arc_choices, build_instruction, format_prompt
 from selfrag.scoring import Weights
@@ -66,6 +66,11 @@ class ShortFormConfig(ModelConfig):
         "Per-item metric reported as metric_results (default match, the paper's).", default=None
     )
     seed: int = flag("Random seed (the original's 633).", default=633)
+    use_chat_template: bool = flag(
+        "Prompt with the tokenizer's chat template, as a model trained with finetune.py --use_chat_template "
+        "(not in the original).",
+        default=False,
+    )
     # Accepted for compatibility with the original command lines; they have no effect.
     device: str = flag("Unused (original flag).", default="cuda")
     tokenizer_path: str | None = flag("Unused (original flag).", default=None)
@@ -108,6 +113,7 @@ class ShortFormConfig(ModelConfig):
             closed=self.task in CLOSED_TASKS,
             weights=weights,
             compat=self.compat,
+            add_special_tokens=not self.use_chat_template,
         )
 
     def fingerprint(self) -> dict[str, Any]:
@@ -128,7 +134,9 @@ class ShortFormConfig(ModelConfig):
             "w_use",
             "compat",
         )
-        return {"mode": self.resolved_mode, **{k: getattr(self, k) for k in keep}}
+        # use_chat_template joins only when set, so partial files of runs without it still resume.
+        chat = {"use_chat_template": True} if self.use_chat_template else {}
+        return {"mode": self.resolved_mode, **{k: getattr(self, k) for k in keep}, **chat}
 
 
 def gold_answers(item: dict[str, Any], task: str | None, compat: str) -> list[str]:
@@ -154,8 +162,16 @@ def gold_answers(item: dict[str, Any], task: str | None, compat: str) -> list[st
     return answers
 
 
-def prepare_items(config: ShortFormConfig) -> tuple[list[dict[str, Any]], list[str], list[list[dict]], list[list[str]]]:
-    """Load and validate every item before any model is loaded; return items, prompts, passages and golds."""
+def prepare_items(
+    config: ShortFormConfig, tokenizer: Any | None = None
+) -> tuple[list[dict[str, Any]], list[str], list[list[dict]], list[list[str]]]:
+    """Load and validate every item before any model is loaded; return items, prompts, passages and golds.
+
+    With `config.use_chat_template` the prompts are built with `tokenizer`'s chat template (`format_prompt`).
+    """
+    if config.use_chat_template and tokenizer is None:
+        raise ConfigError("--use_chat_template builds prompts with the model's tokenizer; pass prepare_items one")
+    template_tokenizer = tokenizer if config.use_chat_template else None
     items = load_items(config.input_file)[: config.limit]
     needs_ctxs = config.resolved_mode != "no_retrieval"
     prompts, evidences, golds = [], [], []
@@ -164,7 +180,8 @@ def prepare_items(config: ShortFormConfig) -> tuple[list[dict[str, Any]], list[s
         require_field(item, "question")
         if config.task == "arc_c":
             arc_choices(item, where=f"{where(item)}: ")
-        prompts.append(format_prompt(build_instruction(item, config.task, where=f"{where(item)}: ")))
+        instruction = build_instruction(item, config.task, where=f"{where(item)}: ")
+        prompts.append(format_prompt(instruction, tokenizer=template_tokenizer))
         ctxs = get_ctxs(item)[: config.ndocs] if needs_ctxs else []
         if needs_ctxs and not ctxs:
             raise DataFormatError(f"{where(item)}: 'ctxs' is empty; retrieval needs at least one passage")
@@ -181,11 +198,25 @@ def prepare_items(config: ShortFormConfig) -> tuple[list[dict[str, Any]], list[s
     return items, prompts, evidences, golds
 
 
+def prompt_tokenizer(model_name: str, backend: GenerationBackend | None) -> Any:
+    """The tokenizer whose chat template builds the prompts under `--use_chat_template`: the given backend's, or the
+    one saved with `--model_name`, loaded alone so that the prompts are built and checked before the model loads."""
+    if backend is not None:
+        return backend.tokenizer
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_name)
+    except OSError as err:
+        raise BackendError(f"cannot load the tokenizer of {model_name!r}: {err}") from err
+
+
 def run_short_form(config: ShortFormConfig, backend: GenerationBackend | None = None) -> dict[str, Any]:
     """Run the evaluation and write `config.output_file`; returns the output dict."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    items, prompts, evidences, golds = prepare_items(config)
+    tokenizer = prompt_tokenizer(config.model_name, backend) if config.use_chat_template else None
+    items, prompts, evidences, golds = prepare_items(config, tokenizer)
     run = ResumableRun(config.output_file, config.fingerprint(), len(items), config.batch_size, "short-form")
     if run.todo:
         with open_backend(config, backend) as backend:

@@ -17,13 +17,18 @@ from typing import Any
 
 @dataclass(frozen=True)
 class GenParams:
-    """Decoding settings. Self-RAG decodes greedily (`temperature=0`) everywhere."""
+    """Decoding settings. Self-RAG decodes greedily (`temperature=0`) everywhere.
+
+    `add_special_tokens=False` tokenizes the prompts without the tokenizer's BOS: for prompts built with a chat
+    template (`--use_chat_template`), which write their own.
+    """
 
     max_tokens: int = 15
     temperature: float = 0.0
     top_p: float = 1.0
     watch_token_ids: tuple[int, ...] = ()
     seed: int = 633
+    add_special_tokens: bool = True
 
 
 @dataclass
@@ -75,7 +80,8 @@ class GenerationBackend(abc.ABC):
     Contract for `generate(prompts, params) -> list[Generation]`:
       - one `Generation` per prompt, in order; all prompts are processed as one batch (implementations may
         split it internally, never the caller);
-      - prompts are strings, tokenized with the model's tokenizer (adding BOS as the tokenizer does);
+      - prompts are strings, tokenized with the model's tokenizer (adding BOS as the tokenizer does, unless
+        `params.add_special_tokens` is False);
       - every watched id appears in every `step_logprobs` entry, with its real log-probability under the
         model's (untempered) next-token distribution;
       - decoding stops at `max_tokens` or after the end-of-sequence token.

@@ -75,7 +75,8 @@ class HFBackend(GenerationBackend):
         return cls(model.to(device), tokenizer, max_batch_size=max_batch_size)
 
     def generate(self, prompts: Sequence[str], params: GenParams) -> list[Generation]:
-        encoded = [self.tokenizer(p)["input_ids"] for p in prompts]
+        special = params.add_special_tokens
+        encoded = [self.tokenizer(p, add_special_tokens=special)["input_ids"] for p in prompts]
         # Sort by length so each forward pass pads little; results go back in the callers' order.
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         results: list[Generation | None] = [None] * len(encoded)

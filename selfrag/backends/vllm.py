@@ -145,7 +145,10 @@ class VllmBackend(GenerationBackend):
 
         watch = list(dict.fromkeys(params.watch_token_ids))  # unique, in the caller's order (as HFBackend's dicts)
         sampling = self._sampling_params(params, watch)
-        inputs = [TokensPrompt(prompt_token_ids=self.tokenizer(p)["input_ids"]) for p in prompts]
+        special = params.add_special_tokens
+        inputs = [
+            TokensPrompt(prompt_token_ids=self.tokenizer(p, add_special_tokens=special)["input_ids"]) for p in prompts
+        ]
         try:
             outputs = self.llm.generate(inputs, sampling, use_tqdm=self.use_tqdm)
         except (VLLMClientError, ValueError) as err:  # e.g. a prompt longer than max_model_len

@@ -40,7 +40,10 @@ _RETRIEVE_STRINGS = re.compile(re.escape(RETRIEVAL) + "|" + re.escape(NO_RETRIEV
 
 @dataclass(frozen=True)
 class LongFormSettings:
-    """Settings of the beam search. `max_depth` counts the root, as the original: at most max_depth-1 segments."""
+    """Settings of the beam search. `max_depth` counts the root, as the original: at most max_depth-1 segments.
+
+    `add_special_tokens=False` for prompts built with a chat template, which hold their own BOS (`GenParams`).
+    """
 
     mode: Literal["adaptive_retrieval", "always_retrieve", "no_retrieval"] = "adaptive_retrieval"
     threshold: float | None = None
@@ -51,6 +54,7 @@ class LongFormSettings:
     weights: Weights = field(default_factory=lambda: Weights(use_groundness=True, use_utility=True))
     ignore_cont: bool = False
     compat: Literal["none", "original"] = "none"
+    add_special_tokens: bool = True
 
 
 @dataclass
@@ -160,12 +164,16 @@ def beam_search(
     """Answer a batch of questions; one backend call per depth level covers every question.
 
     Args:
-        prompts: formatted prompts (`### Instruction:\\n...\\n\\n### Response:\\n`).
+        prompts: formatted prompts (`### Instruction:\\n...\\n\\n### Response:\\n`, or a chat template's).
         ctxs: each question's passages (static mode: re-used at every step, `[:ndocs]`).
         passage_source: live retrieval; called once per level with (question index, answer so far) for each path
             to expand (the answer without reflection tokens, "" at the root); returns passages for each.
     """
-    params = GenParams(max_tokens=settings.max_new_tokens, watch_token_ids=vocab.all_ids)
+    params = GenParams(
+        max_tokens=settings.max_new_tokens,
+        watch_token_ids=vocab.all_ids,
+        add_special_tokens=settings.add_special_tokens,
+    )
     n = len(prompts)
     decisions: list[tuple[bool, float | None]] = [(True, None)] * n
     if settings.mode != "always_retrieve":

@@ -32,7 +32,10 @@ _END_STRINGS = ("</s>", "<|endoftext|>")
 
 @dataclass(frozen=True)
 class ShortFormSettings:
-    """Settings of the decoding algorithm (the CLI's `ShortFormConfig` resolves its flags into these)."""
+    """Settings of the decoding algorithm (the CLI's `ShortFormConfig` resolves its flags into these).
+
+    `add_special_tokens=False` for prompts built with a chat template, which hold their own BOS (`GenParams`).
+    """
 
     mode: Mode = "adaptive_retrieval"
     threshold: float | None = None
@@ -41,6 +44,7 @@ class ShortFormSettings:
     closed: bool = False
     weights: Weights = field(default_factory=Weights)
     compat: Compat = "none"
+    add_special_tokens: bool = True
 
 
 @dataclass
@@ -138,7 +142,11 @@ def run_batch(
     settings: ShortFormSettings,
 ) -> list[ItemResult]:
     """Answer a batch of questions with at most two backend calls (first pass; passages and no-retrieval)."""
-    params = GenParams(max_tokens=settings.max_new_tokens, watch_token_ids=vocab.all_ids)
+    params = GenParams(
+        max_tokens=settings.max_new_tokens,
+        watch_token_ids=vocab.all_ids,
+        add_special_tokens=settings.add_special_tokens,
+    )
     firsts: list[Generation | None] = [None] * len(prompts)
     if settings.mode == "adaptive_retrieval":
         firsts = list(backend.generate(list(prompts), params))

@@ -50,6 +50,10 @@ class ServerConfig(ModelConfig):
     max_depth: int = flag("Long form: depth of the tree counting the root (at most max_depth-1 segments).", default=3)
     batch_size: int = flag("Requests answered together by one batched Self-RAG call.", default=16)
     batch_wait_ms: float = flag("How long the worker waits for more requests before running a batch.", default=5.0)
+    use_chat_template: bool = flag(
+        "Prompt with the tokenizer's chat template, as a model trained with finetune.py --use_chat_template.",
+        default=False,
+    )
 
     def __post_init__(self) -> None:
         if not self.model_name:
@@ -150,4 +154,5 @@ def build_engine(config: ServerConfig, backend: GenerationBackend | None = None)
         config.defaults(),
         config.batch_size,
         config.batch_wait_ms,
+        use_chat_template=config.use_chat_template,
     )

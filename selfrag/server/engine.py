@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from selfrag.backends import GenerationBackend
@@ -24,7 +24,7 @@ from selfrag.decoding.long_form import LongFormSettings, beam_search
 from selfrag.decoding.short_form import ShortFormSettings, run_batch
 from selfrag.errors import ConfigError
 from selfrag.long_form import assemble_answer, clean_segment
-from selfrag.prompts import format_evidence, format_prompt, no_retrieval_prompt
+from selfrag.prompts import chat_template_prompt, format_evidence, format_prompt, no_retrieval_prompt
 from selfrag.scoring import Weights
 from selfrag.tokens import ReflectionVocab
 
@@ -123,6 +123,8 @@ class SelfRagEngine:
         search: `Retriever.search`-like `(queries, k) -> passages`; None: requests must bring `ctxs` or not retrieve.
         defaults: options of a request that sets none.
         batch_size: requests per batched call; batch_wait_ms: how long to wait for more before running.
+        use_chat_template: build prompts with the tokenizer's chat template (a model trained with
+            `--use_chat_template`) instead of `### Instruction:`.
     """
 
     def __init__(
@@ -134,8 +136,13 @@ class SelfRagEngine:
         batch_size: int = 16,
         batch_wait_ms: float = 5.0,
         vocab: ReflectionVocab | None = None,
+        use_chat_template: bool = False,
     ) -> None:
         self.backend = backend
+        # Prompts from the tokenizer's chat template (`--use_chat_template`) hold their own BOS.
+        self.chat_tokenizer = backend.tokenizer if use_chat_template else None
+        if use_chat_template:
+            chat_template_prompt(backend.tokenizer, "")  # a tokenizer without a template fails now, not per request
         self.vocab = vocab or ReflectionVocab.from_tokenizer(backend.tokenizer, source=model_id)
         self.model_id, self.search = model_id, search
         self.defaults = defaults or RequestOptions(instruction="", max_tokens=100)
@@ -219,11 +226,14 @@ class SelfRagEngine:
         self.batches.append(len(batch))
         passages = self._passages(batch)
         recorder = _Recorder(self.backend)
-        prompts = [format_prompt(o.instruction) for o in batch]
+        prompts = [format_prompt(o.instruction, tokenizer=self.chat_tokenizer) for o in batch]
+        special = self.chat_tokenizer is None
         if first.long_form:
-            results = beam_search(recorder, self.vocab, prompts, passages, first.long_settings())
+            settings = replace(first.long_settings(), add_special_tokens=special)
+            results = beam_search(recorder, self.vocab, prompts, passages, settings)
             return [self._long_answer(p, docs, r, recorder, first) for p, docs, r in zip(prompts, passages, results)]
-        items = run_batch(recorder, self.vocab, prompts, passages, first.short_settings())
+        short = replace(first.short_settings(), add_special_tokens=special)
+        items = run_batch(recorder, self.vocab, prompts, passages, short)
         return [self._short_answer(p, docs, r, recorder, first) for p, docs, r in zip(prompts, passages, items)]
 
     def _passages(self, batch: Sequence[RequestOptions]) -> list[list[dict[str, Any]]]:
@@ -240,7 +250,8 @@ class SelfRagEngine:
         eos = getattr(self.backend.tokenizer, "eos_token_id", None)
         last = gens[-1].token_ids if gens else []
         length = len(last) >= max_tokens and (not last or last[-1] != eos)
-        prompt_tokens = len(self.backend.tokenizer(prompt)["input_ids"])
+        special = self.chat_tokenizer is None
+        prompt_tokens = len(self.backend.tokenizer(prompt, add_special_tokens=special)["input_ids"])
         return ("length" if length else "stop"), prompt_tokens, sum(len(g.token_ids) for g in gens)
 
     def _short_answer(self, prompt, docs, item, recorder: _Recorder, opts: RequestOptions) -> Answer:
