@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fresh machine -> short-form Self-RAG on the shipped PopQA sample, on CPU, in a few minutes.
-#   bash scripts/demo.sh
+#   bash scripts/demo_tiny.sh
 # The model is a tiny *random* Self-RAG-shaped Llama (no model hub here): the run shows the whole pipeline
 # (adaptive retrieval decision, one answer per passage, IsRel/IsSup/IsUse scoring, output file), not good answers.
-# With a GPU and the hub: MODEL=selfrag/selfrag_llama2_7b BACKEND=vllm bash scripts/demo.sh
+# With a GPU and the hub: MODEL=selfrag/selfrag_llama2_7b BACKEND=vllm bash scripts/demo_tiny.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
