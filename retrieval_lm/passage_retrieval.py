@@ -21,28 +21,18 @@ the bench's synthetic data); Flat (the original) needs ~60 GiB.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from selfrag.cli import parse_config, run_main, setup_logging  # noqa: E402
-from selfrag.retrieval.pipeline import RetrievalConfig, retrieve_files, setup_retriever  # noqa: E402
+from selfrag import commands  # noqa: E402
+from selfrag.cli import run_main  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    setup_logging()
-    config = parse_config(RetrievalConfig, argv, description=__doc__.splitlines()[0])
-    retriever = setup_retriever(config)
-    if config.query is not None:
-        for rank, hit in enumerate(retriever.search([config.query], config.n_docs)[0], start=1):
-            print(json.dumps({"rank": rank, **hit}, ensure_ascii=False))
-        return 0
-    for path in retrieve_files(config, retriever):
-        print(path)
-    return 0
+    return commands.retrieve(argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -15,47 +15,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from selfrag.cli import flag, parse_config, run_main, setup_logging  # noqa: E402
-from selfrag.errors import ConfigError  # noqa: E402
-from selfrag.long_form import LongFormConfig, run_long_form  # noqa: E402
-
-
-@dataclass
-class LiveLongFormConfig(LongFormConfig):
-    retriever: str = flag(
-        "Query encoder (the one that embedded the passages), e.g. facebook/contriever-msmarco.", default=""
-    )
-    passages: str = flag("Passage file: DPR TSV (id, text, title) or JSONL.", default="")
-    passages_embeddings: str | None = flag('Glob of embedding shards, quoted: "wikipedia_embeddings/*".', default=None)
-    index_dir: str | None = flag("Folder of a saved index (default: the shards' folder).", default=None)
-    index_factory: str | None = flag(
-        "FAISS factory string of the index to build if none is saved (default Flat).", default=None
-    )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.retriever or not self.passages:
-            raise ConfigError("--retriever and --passages are required for live retrieval")
+from selfrag.cli import parse_config, run_main, setup_logging  # noqa: E402
+from selfrag.long_form import LiveLongFormConfig, run_live_long_form  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
-    config = parse_config(LiveLongFormConfig, argv, description=__doc__.splitlines()[0])
-    from selfrag.retrieval import Retriever
-
-    retriever = Retriever.from_paths(
-        config.retriever,
-        config.passages,
-        index_dir=config.index_dir,
-        passages_embeddings=config.passages_embeddings,
-        index_factory=config.index_factory,
-    )
-    run_long_form(config, search=retriever.search)
+    run_live_long_form(parse_config(LiveLongFormConfig, argv, description=__doc__.splitlines()[0]))
     return 0
 
 

@@ -100,11 +100,11 @@ def build_index(argv: Sequence[str]) -> int:
     return 0
 
 
-def retrieve(argv: Sequence[str]) -> int:
+def retrieve(argv: Sequence[str] | None, description: str | None = None) -> int:
     from selfrag.retrieval.pipeline import RetrievalConfig, retrieve_files, setup_retriever
 
     setup_logging()
-    config = parse_config(RetrievalConfig, argv, description=COMMANDS["retrieve"].help)
+    config = parse_config(RetrievalConfig, argv, description=description or COMMANDS["retrieve"].help)
     retriever = setup_retriever(config)
     if config.query is not None:
         for rank, hit in enumerate(retriever.search([config.query], config.n_docs)[0], start=1):
@@ -126,37 +126,8 @@ def infer(argv: Sequence[str]) -> int:
     return 0
 
 
-def _live_long_form_config() -> type:
-    """The flags of run_long_form.py: run_long_form_static.py's plus the retriever's (built on first use, so that
-    importing this module does not import torch)."""
-    from selfrag.long_form import LongFormConfig
-
-    @dataclass
-    class LiveLongFormConfig(LongFormConfig):
-        retriever: str = flag(
-            "Query encoder (the one that embedded the passages), e.g. facebook/contriever-msmarco.", default=""
-        )
-        passages: str = flag("Passage file: DPR TSV (id, text, title) or JSONL.", default="")
-        passages_embeddings: str | None = flag(
-            'Glob of embedding shards, quoted: "wikipedia_embeddings/*".', default=None
-        )
-        index_dir: str | None = flag("Folder of a saved index (default: the shards' folder).", default=None)
-        index_factory: str | None = flag(
-            "FAISS factory string of the index to build if none is saved (default Flat).", default=None
-        )
-
-        def __post_init__(self) -> None:
-            super().__post_init__()
-            if not self.retriever or not self.passages:
-                raise ConfigError(
-                    "--retriever and --passages are required for live retrieval (selfrag long-form --live)"
-                )
-
-    return LiveLongFormConfig
-
-
 def long_form(argv: Sequence[str]) -> int:
-    from selfrag.long_form import LongFormConfig, run_long_form
+    from selfrag.long_form import LiveLongFormConfig, LongFormConfig, run_live_long_form, run_long_form
 
     setup_logging()
     argv = list(argv)
@@ -164,17 +135,7 @@ def long_form(argv: Sequence[str]) -> int:
         run_long_form(parse_config(LongFormConfig, argv, description=COMMANDS["long-form"].help + LIVE_NOTE))
         return 0
     argv.remove("--live")
-    config = parse_config(_live_long_form_config(), argv, description=LIVE_DESCRIPTION)
-    from selfrag.retrieval import Retriever
-
-    retriever = Retriever.from_paths(
-        config.retriever,
-        config.passages,
-        index_dir=config.index_dir,
-        passages_embeddings=config.passages_embeddings,
-        index_factory=config.index_factory,
-    )
-    run_long_form(config, search=retriever.search)
+    run_live_long_form(parse_config(LiveLongFormConfig, argv, description=LIVE_DESCRIPTION))
     return 0
 
 
@@ -224,12 +185,12 @@ CRITIC_DESCRIPTION = (
 LABEL_COUNTS = ("labelled", "rejected", "failed", "requests_paid", "prompt_tokens", "completion_tokens", "cost")
 
 
-def label(argv: Sequence[str]) -> int:
+def label(argv: Sequence[str] | None, description: str | None = None) -> int:
     from selfrag.data import write_json_atomic
     from selfrag.data_creation.judge import CriticLabelConfig, config_dict, label_items
 
     setup_logging()
-    config = parse_config(CriticLabelConfig, argv, description=COMMANDS["label"].help)
+    config = parse_config(CriticLabelConfig, argv, description=description or COMMANDS["label"].help)
     summary = label_items(config)
     _out(json.dumps(summary, indent=1))
     if config.dry_run:
@@ -242,12 +203,12 @@ def label(argv: Sequence[str]) -> int:
     return 1 if summary["failed"] else 0
 
 
-def combine(argv: Sequence[str]) -> int:
+def combine(argv: Sequence[str] | None, description: str | None = None) -> int:
     from selfrag.data import load_items, write_json_atomic
     from selfrag.data_creation.critic_data import CombineConfig, critic_records, label_distribution, split_train_dev
 
     setup_logging()
-    config = parse_config(CombineConfig, argv, description=COMMANDS["combine"].help)
+    config = parse_config(CombineConfig, argv, description=description or COMMANDS["combine"].help)
     items = [item for path in config.input_files for item in load_items(path)]
     records, dropped = critic_records(items, relevant_keep=config.relevant_keep, seed=config.seed)
     train_records, dev = split_train_dev(records, config.dev_size, config.seed)

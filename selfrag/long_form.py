@@ -356,3 +356,37 @@ def _output_item(task: str, item: dict[str, Any], record: dict[str, Any]) -> dic
     if record["retrieve"]:
         out["docs"] = record["docs"]
     return out
+
+
+@dataclass
+class LiveLongFormConfig(LongFormConfig):
+    """run_long_form.py's flags: run_long_form_static.py's plus the retriever's (as passage_retrieval.py)."""
+
+    retriever: str = flag(
+        "Query encoder (the one that embedded the passages), e.g. facebook/contriever-msmarco.", default=""
+    )
+    passages: str = flag("Passage file: DPR TSV (id, text, title) or JSONL.", default="")
+    passages_embeddings: str | None = flag('Glob of embedding shards, quoted: "wikipedia_embeddings/*".', default=None)
+    index_dir: str | None = flag("Folder of a saved index (default: the shards' folder).", default=None)
+    index_factory: str | None = flag(
+        "FAISS factory string of the index to build if none is saved (default Flat).", default=None
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.retriever or not self.passages:
+            raise ConfigError("--retriever and --passages are required for live retrieval")
+
+
+def run_live_long_form(config: LiveLongFormConfig) -> list[dict[str, Any]]:
+    """Long form with live retrieval: build the retriever from the config's paths, then `run_long_form`."""
+    from selfrag.retrieval import Retriever
+
+    retriever = Retriever.from_paths(
+        config.retriever,
+        config.passages,
+        index_dir=config.index_dir,
+        passages_embeddings=config.passages_embeddings,
+        index_factory=config.index_factory,
+    )
+    return run_long_form(config, search=retriever.search)
