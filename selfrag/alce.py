@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from selfrag.cli import flag
-from selfrag.data import where
+from selfrag.data import run_config, where
 from selfrag.errors import ConfigError, DataFormatError
 from selfrag.metrics import normalize_answer
 from selfrag.nli import (  # noqa: F401 - re-exported (tests, docs)
@@ -560,24 +560,6 @@ def summary(
     }
 
 
-def source_config(path: str) -> dict[str, Any]:
-    """The generation run's config: the file's own `config` (run_baseline_lm.py), else `<path>.config.json`
-    (run_long_form_static.py), else {}."""
-    import json
-    from pathlib import Path
-
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        data = None
-    if isinstance(data, dict) and isinstance(data.get("config"), dict):
-        return data["config"]
-    side = Path(path + ".config.json")
-    if side.is_file():
-        return json.loads(side.read_text(encoding="utf-8"))
-    return {}
-
-
 def evaluate_file(config: AlceEvalConfig, nli: NLIScorer | None = None, qa: QAFunction | None = None) -> dict:
     """Score `config.f`, write `<f>.score` (ALCE's file) and, with `result_fp`, the summary; return the scores."""
     from selfrag.data import load_items, write_json_atomic
@@ -587,5 +569,5 @@ def evaluate_file(config: AlceEvalConfig, nli: NLIScorer | None = None, qa: QAFu
     write_json_atomic(config.f + ".score", scores)
     logger.info("scores of %s (%d items): %s", config.f, len(items), scores)
     if config.result_fp:
-        write_json_atomic(config.result_fp, summary(scores, len(items), source_config(config.f), config))
+        write_json_atomic(config.result_fp, summary(scores, len(items), run_config(config.f), config))
     return scores

@@ -217,3 +217,17 @@ class ResumableRun:
 
     def finish(self) -> None:
         self.checkpoint.path.unlink(missing_ok=True)
+
+
+def run_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The config of the run that wrote the result file `path`: the file's own `config` (run_short_form.py,
+    run_baseline_lm.py), else the `<path>.config.json` beside it (run_long_form_static.py), else {}."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else None
+    except (OSError, json.JSONDecodeError):
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        return data["config"]
+    side = path.with_name(path.name + ".config.json")
+    return json.loads(side.read_text(encoding="utf-8")) if side.is_file() else {}

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from selfrag.alce import generator_of
 from selfrag.cli import flag
-from selfrag.data import clean, load_items, where, write_json_atomic
+from selfrag.data import clean, load_items, run_config, where, write_json_atomic
 from selfrag.errors import ConfigError, DataFormatError
 
 logger = logging.getLogger(__name__)
@@ -216,19 +216,6 @@ def factscore_summary(
     }
 
 
-def generation_config(path: str) -> dict[str, Any]:
-    """The generation run's config: a baseline json's own `config`, else `<path>.config.json`, else {}."""
-    if path.endswith(".json"):
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("config"), dict):
-            return data["config"]
-    side = Path(path + ".config.json")
-    return json.loads(side.read_text(encoding="utf-8")) if side.is_file() else {}
-
-
 def evaluate_factscore(config: FactScoreConfig) -> dict[str, Any] | None:
     """Write FactScore's input, get its score (read, or run), write `result_fp`; return the summary, or None when
     FactScore was not run (the input is written and the command to run is logged)."""
@@ -255,7 +242,7 @@ def evaluate_factscore(config: FactScoreConfig) -> dict[str, Any] | None:
             )
         score_file = run_factscore(config, input_path)
     out = read_factscore_output(score_file)
-    summary = factscore_summary(out, records, generation_config(config.input_file) if config.input_file else {}, config)
+    summary = factscore_summary(out, records, run_config(config.input_file) if config.input_file else {}, config)
     logger.info("FActScore = %.1f%% (respond ratio %.1f%%)", 100 * out["score"], 100 * out["respond_ratio"])
     if config.result_fp:
         write_json_atomic(config.result_fp, summary)

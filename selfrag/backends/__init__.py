@@ -80,15 +80,11 @@ class ModelConfig:
     max_batch_size: int = flag("hf backend: sequences per forward pass.", default=64)
 
 
-@contextlib.contextmanager
-def open_backend(config: ModelConfig, backend: GenerationBackend | None = None) -> Iterator[GenerationBackend]:
-    """Yield `backend` if given, else one built from `config` and closed afterwards (vllm engines hold memory)."""
-    if backend is not None:
-        yield backend
-        return
+def backend_from_config(config: ModelConfig) -> GenerationBackend:
+    """The backend `config` names (`auto`: see `default_backend`), loaded with its model flags."""
     name = default_backend() if config.backend == "auto" else config.backend
     logger.info("loading %s with the %s backend", config.model_name, name)
-    built = load_backend(
+    return load_backend(
         name,
         config.model_name,
         dtype=config.dtype,
@@ -97,6 +93,15 @@ def open_backend(config: ModelConfig, backend: GenerationBackend | None = None) 
         max_batch_size=config.max_batch_size,
         max_model_len=config.max_model_len,
     )
+
+
+@contextlib.contextmanager
+def open_backend(config: ModelConfig, backend: GenerationBackend | None = None) -> Iterator[GenerationBackend]:
+    """Yield `backend` if given, else one built from `config` and closed afterwards (vllm engines hold memory)."""
+    if backend is not None:
+        yield backend
+        return
+    built = backend_from_config(config)
     try:
         yield built
     finally:

@@ -265,20 +265,11 @@ def open_critic(
 
         def build() -> _Counting:
             if config.judge_model:
-                from selfrag.backends.openai_chat import resolve_api_key
-                from selfrag.data_creation.judge import JudgeCache, JudgeClient
+                from selfrag.data_creation.judge import JudgeCache, judge_client
 
                 cache = JudgeCache(config.cache_file or default_cache)
                 stack.callback(cache.close)
-                client = JudgeClient(
-                    config.judge_model,
-                    base_url=config.base_url,
-                    api_key=resolve_api_key(config.api_key, config.base_url),
-                    concurrency=config.concurrency,
-                    max_retries=config.max_retries,
-                    retry_base_delay=config.retry_base_delay,
-                    timeout=config.timeout,
-                )
+                client = judge_client(config.judge_model, config)
                 return JudgeCritic(client, cache, config.judge_model, concurrency=config.concurrency)
             loaded = stack.enter_context(open_backend(config, backend))
             return ModelCritic(loaded, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)

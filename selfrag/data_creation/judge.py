@@ -145,6 +145,20 @@ class JudgeClient(OpenAIBackend):
         return self._with_retries(body, None)  # type: ignore[arg-type]
 
 
+def judge_client(model: str, config: Any) -> JudgeClient:
+    """A `JudgeClient` for `model` with `config`'s connection settings (base_url, api_key, concurrency, retries,
+    timeout): `CriticLabelConfig` and the critic-inference config share them."""
+    return JudgeClient(
+        model,
+        base_url=config.base_url,
+        api_key=resolve_api_key(config.api_key, config.base_url),
+        concurrency=config.concurrency,
+        max_retries=config.max_retries,
+        retry_base_delay=config.retry_base_delay,
+        timeout=config.timeout,
+    )
+
+
 def estimate_tokens(text: str) -> int:
     """A rough token count (about 4 characters per token for English), for cost estimates only."""
     return math.ceil(len(text) / 4)
@@ -260,15 +274,7 @@ def label_items(config: CriticLabelConfig, client: JudgeClient | None = None) ->
         if config.dry_run:
             return {"dry_run": True, "items": len(items), "todo": len(todo), **estimate}
         if client is None and estimate["requests"]:
-            client = JudgeClient(
-                config.model,
-                base_url=config.base_url,
-                api_key=resolve_api_key(config.api_key, config.base_url),
-                concurrency=config.concurrency,
-                max_retries=config.max_retries,
-                retry_base_delay=config.retry_base_delay,
-                timeout=config.timeout,
-            )
+            client = judge_client(config.model, config)
         new: list[dict[str, Any]] = []
         batch_size = config.concurrency * 4
         with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="judge") as pool:

@@ -133,20 +133,11 @@ def build_search(config: ServerConfig) -> Search | None:
 
 def build_engine(config: ServerConfig, backend: GenerationBackend | None = None) -> SelfRagEngine:
     """The engine for `config`: the backend (loaded unless given), the retriever and the default options."""
-    from selfrag.backends import default_backend, load_backend
+    from selfrag.backends import backend_from_config
 
     search = build_search(config)
     if backend is None:
-        name = default_backend() if config.backend == "auto" else config.backend
-        backend = load_backend(
-            name,
-            config.model_name,
-            dtype=config.dtype,
-            world_size=config.world_size,
-            download_dir=config.download_dir,
-            max_batch_size=config.max_batch_size,
-            max_model_len=config.max_model_len,
-        )
+        backend = backend_from_config(config)
     return SelfRagEngine(
         backend,
         config.served_model_name or config.model_name,
