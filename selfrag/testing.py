@@ -24,8 +24,10 @@ In what country is Kyoto? Kyoto is a city in Japan. Who was the director of Jaws
 """
 
 
-def build_tiny_tokenizer(vocab_size: int = 400, corpus: str = CORPUS):
-    """A `PreTrainedTokenizerFast` (byte-level BPE, BOS prepended) with the reflection tokens and `<pad>` added."""
+def build_tiny_tokenizer(vocab_size: int = 400, corpus: str | list[str] = CORPUS, reflection: bool = True):
+    """A `PreTrainedTokenizerFast` (byte-level BPE, BOS prepended) with the reflection tokens and `<pad>` added, or,
+    with `reflection=False`, a fresh base tokenizer with neither (what training starts from). `corpus`: a text
+    (trained on line by line) or the list of training texts."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -38,12 +40,13 @@ def build_tiny_tokenizer(vocab_size: int = 400, corpus: str = CORPUS):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(corpus.splitlines(), trainer=trainer)
+    tok.train_from_iterator(corpus.splitlines() if isinstance(corpus, str) else corpus, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
     )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    fast.add_special_tokens({"additional_special_tokens": list(ALL_TOKENS), "pad_token": "<pad>"})
+    if reflection:
+        fast.add_special_tokens({"additional_special_tokens": list(ALL_TOKENS), "pad_token": "<pad>"})
     return fast
 
 
