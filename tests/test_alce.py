@@ -23,13 +23,12 @@ from selfrag.alce import (
     exact_presence,
     first_line,
     format_document,
-    mauve_texts,
-    qa_scores,
     regex_sentences,
     remove_citations,
     rouge_lsum,
     str_em_hit,
 )
+from selfrag.alce_models import mauve_texts, qa_scores
 from selfrag.errors import ConfigError, DataFormatError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -550,7 +549,7 @@ def test_mauve_with_a_tiny_gpt2_featurizer(tmp_path):
     """The real MAUVE path (mauve-text), with a tiny GPT-2 built in code as the featurizer (mauve accepts any model
     whose name contains 'gpt2'): identical text sets score 100, different ones less."""
     pytest.importorskip("mauve")
-    from selfrag.alce import mauve_score
+    from selfrag.alce_models import mauve_score
 
     build_tiny_gpt2(tmp_path / "tiny-gpt2")
     texts = [f"The capital of France is Paris number {i}." for i in range(12)]
@@ -592,7 +591,7 @@ def build_tiny_bert_qa(path: Path) -> Path:
 
 
 def test_extractive_qa_with_a_tiny_bert(tmp_path):
-    from selfrag.alce import hf_qa_function
+    from selfrag.alce_models import hf_qa_function
 
     path = build_tiny_bert_qa(tmp_path / "qa")
     qa = hf_qa_function(str(path), device="cpu")
