@@ -9,7 +9,7 @@ Convert (the dataset is detected from the original file names, else pass --datas
     python scripts/prepare_eval_data.py --input_file ~/Downloads/eval_data/health_claims_processed.jsonl \
         --output_file eval_data/health_claims_processed.jsonl --report_file results/pubhealth_data_report.json
 
-The expected forms and the conversion rules are documented in selfrag/eval_data.py.
+The expected forms and the conversion rules are documented in selfrag/eval_formats.py and selfrag/eval_convert.py.
 """
 
 from __future__ import annotations
