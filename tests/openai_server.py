@@ -1,7 +1,8 @@
 """A real OpenAI-compatible chat server on 127.0.0.1 for tests (stdlib `http.server` in a thread).
 
-`JudgeServer(reply)` answers POST /v1/chat/completions with `reply(user_message)` and a deterministic usage
-(prompt tokens = words of the messages, completion tokens = words of the reply). Faults:
+`JudgeServer(reply)` answers POST /v1/chat/completions with `reply(last user message)` and POST /v1/completions
+with `" " + reply(prompt)`, with a deterministic usage (prompt tokens = words of the messages or prompt, completion
+tokens = words of the reply). Faults:
 - `failures`: consumed one per request before answering: an HTTP status (429 carries `Retry-After: 0`) or
   `"stall"` (sleep `stall_s`, longer than the client's timeout, then answer);
 - `always_fail`: `(substring, status)`: every request whose user message contains `substring` gets `status`.
@@ -42,7 +43,7 @@ class JudgeServer:
 
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                content = body["messages"][-1]["content"] if "messages" in body else ""
+                content = body["messages"][-1]["content"] if "messages" in body else body.get("prompt", "")
                 with server.lock:
                     server.requests.append(
                         {"path": self.path, "body": body, "authorization": self.headers.get("Authorization")}
@@ -53,7 +54,7 @@ class JudgeServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
-                    if self.path != "/v1/chat/completions":
+                    if self.path not in ("/v1/chat/completions", "/v1/completions"):
                         return self._send(404, {"error": {"message": f"no route {self.path}"}})
                     if failure == "stall":
                         time.sleep(server.stall_s)
@@ -74,16 +75,21 @@ class JudgeServer:
                         server.in_flight -= 1
 
             def _completion(self, body, text):
-                prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
+                if "messages" in body:
+                    prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
+                    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    obj = "chat.completion"
+                else:
+                    prompt_tokens = len(body["prompt"].split())
+                    choice = {"index": 0, "text": " " + text, "finish_reason": "stop", "logprobs": None}
+                    obj = "text_completion"
                 completion_tokens = len(text.split())
                 return {
-                    "id": "chatcmpl-test",
-                    "object": "chat.completion",
+                    "id": "cmpl-test",
+                    "object": obj,
                     "created": 0,
                     "model": body["model"],
-                    "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                    ],
+                    "choices": [choice],
                     "usage": {
                         "prompt_tokens": prompt_tokens,
                         "completion_tokens": completion_tokens,
@@ -106,7 +112,7 @@ class JudgeServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def base_url(self) -> str:
@@ -119,3 +125,7 @@ class JudgeServer:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def bodies(self) -> list[dict]:
+        return [r["body"] for r in self.requests]

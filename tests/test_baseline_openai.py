@@ -1,6 +1,6 @@
 """The OpenAI path of run_baseline_lm.py against a real OpenAI-compatible HTTP server on 127.0.0.1.
 
-`StubOpenAIServer` (stdlib `http.server`, in a thread) serves /v1/chat/completions and /v1/completions with
+`JudgeServer` (tests/openai_server.py: stdlib `http.server`, in a thread) serves /v1/chat/completions and /v1/completions with
 answers derived from the prompt, records every request, and can fail on purpose (429 / 5xx / 401 / a stall).
 """
 
@@ -10,12 +10,10 @@ import hashlib
 import importlib.util
 import json
 import logging
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from openai_server import JudgeServer
 
 from selfrag.backends.base import GenParams
 from selfrag.backends.openai_chat import OpenAIBackend, resolve_api_key
@@ -56,104 +54,6 @@ def answer_for(prompt: str) -> str:
     return "no idea " + hashlib.sha1(prompt.encode()).hexdigest()[:8]
 
 
-class StubOpenAIServer:
-    """A minimal OpenAI-compatible server. `failures` is consumed one entry per request, before answering:
-    an HTTP status (429 carries `Retry-After: 0`) or `"stall"` (sleep `stall_s`, then answer)."""
-
-    def __init__(self, failures=(), delay_s: float = 0.0, stall_s: float = 1.0):
-        self.requests: list[dict] = []
-        self.failures = list(failures)
-        self.delay_s, self.stall_s = delay_s, stall_s
-        self.lock = threading.Lock()
-        self.in_flight = self.max_in_flight = 0
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep the test output clean
-                pass
-
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with stub.lock:
-                    stub.requests.append(
-                        {"path": self.path, "body": body, "authorization": self.headers.get("Authorization")}
-                    )
-                    failure = stub.failures.pop(0) if stub.failures else None
-                    stub.in_flight += 1
-                    stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
-                try:
-                    if failure == "stall":
-                        time.sleep(stub.stall_s)
-                    elif failure is not None:
-                        return self._send(
-                            failure,
-                            {"error": {"message": f"stub failure {failure}", "type": "stub"}},
-                            {"Retry-After": "0"} if failure == 429 else {},
-                        )
-                    time.sleep(stub.delay_s)
-                    self._answer(body)
-                finally:
-                    with stub.lock:
-                        stub.in_flight -= 1
-
-            def _answer(self, body):
-                if self.path == "/v1/chat/completions":
-                    text = answer_for(body["messages"][-1]["content"])
-                    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                    obj = "chat.completion"
-                elif self.path == "/v1/completions":
-                    choice = {
-                        "index": 0,
-                        "text": " " + answer_for(body["prompt"]),
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                    }
-                    obj = "text_completion"
-                else:
-                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
-                self._send(
-                    200,
-                    {
-                        "id": "cmpl-1",
-                        "object": obj,
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [choice],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                    },
-                )
-
-            def _send(self, status, payload, headers=None):
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for key, value in (headers or {}).items():
-                        self.send_header(key, value)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-    def bodies(self):
-        return [r["body"] for r in self.requests]
-
-
 @pytest.fixture(autouse=True)
 def no_ambient_openai_settings(monkeypatch):
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
@@ -171,7 +71,7 @@ def api_args(server, tmp_path, *extra, model="gpt-3.5-turbo", items=ITEMS):
         "--model_name",
         model,
         "--base_url",
-        server.url,
+        server.base_url,
         "--api_key",
         "sk-test",
         "--input_file",
@@ -187,7 +87,7 @@ def api_args(server, tmp_path, *extra, model="gpt-3.5-turbo", items=ITEMS):
 
 
 def test_chat_baseline_end_to_end(tmp_path):
-    with StubOpenAIServer() as server:
+    with JudgeServer(answer_for) as server:
         assert script.main(api_args(server, tmp_path, "--metric", "match")) == 0
     out = json.loads((tmp_path / "out.json").read_text())
     # The user message is the bare question; greedy; max_tokens from --max_new_tokens.
@@ -214,7 +114,7 @@ def test_chat_baseline_end_to_end(tmp_path):
 
 
 def test_chat_retrieval_puts_passages_before_the_question(tmp_path):
-    with StubOpenAIServer() as server:
+    with JudgeServer(answer_for) as server:
         assert script.main(api_args(server, tmp_path, "--mode", "retrieval", "--limit", "1")) == 0
     assert server.bodies() == [
         {
@@ -232,7 +132,7 @@ def test_chat_retrieval_puts_passages_before_the_question(tmp_path):
 
 
 def test_compat_original_sends_the_template_at_the_apis_default_temperature(tmp_path):
-    with StubOpenAIServer() as server:
+    with JudgeServer(answer_for) as server:
         assert script.main(api_args(server, tmp_path, "--compat", "original", "--limit", "1")) == 0
     assert server.bodies() == [
         {
@@ -245,7 +145,7 @@ def test_compat_original_sends_the_template_at_the_apis_default_temperature(tmp_
 
 
 def test_completions_api_for_davinci_models(tmp_path):
-    with StubOpenAIServer() as server:
+    with JudgeServer(answer_for) as server:
         assert script.main(api_args(server, tmp_path, "--task", "fever", "--limit", "1", model="text-davinci-003")) == 0
     claim = ITEMS[0]["question"]
     assert server.bodies() == [
@@ -263,7 +163,7 @@ def test_completions_api_for_davinci_models(tmp_path):
 
 
 def test_retries_429_and_5xx_with_backoff_then_succeeds(tmp_path, caplog):
-    with StubOpenAIServer(failures=[429, 500, 503]) as server, caplog.at_level(logging.WARNING):
+    with JudgeServer(answer_for, failures=[429, 500, 503]) as server, caplog.at_level(logging.WARNING):
         assert script.main(api_args(server, tmp_path, "--limit", "1")) == 0
     assert len(server.requests) == 4  # three failures, then the answer
     assert all(body == server.bodies()[0] for body in server.bodies())
@@ -279,7 +179,7 @@ def test_retries_429_and_5xx_with_backoff_then_succeeds(tmp_path, caplog):
 
 
 def test_a_stalled_request_times_out_and_is_retried(tmp_path):
-    with StubOpenAIServer(failures=["stall"], stall_s=1.0) as server:
+    with JudgeServer(answer_for, failures=["stall"], stall_s=1.0) as server:
         assert script.main(api_args(server, tmp_path, "--limit", "1", "--request_timeout", "0.3")) == 0
     assert len(server.requests) == 2
     assert json.loads((tmp_path / "out.json").read_text())["preds"] == ["William Shakespeare"]
@@ -288,12 +188,12 @@ def test_a_stalled_request_times_out_and_is_retried(tmp_path):
 def test_exhausted_retries_stop_the_run_and_a_rerun_resumes(tmp_path, caplog):
     args = ["--batch_size", "1", "--max_retries", "2"]
     # Item 0 succeeds, item 1 fails three times: the run stops with item 0 saved.
-    with StubOpenAIServer(failures=[None, 500, 500, 500]) as server, caplog.at_level(logging.ERROR):
+    with JudgeServer(answer_for, failures=[None, 500, 500, 500]) as server, caplog.at_level(logging.ERROR):
         assert script.run_main(script.main, api_args(server, tmp_path, *args)) == 2
     assert "InternalServerError 500 after 3 attempts" in caplog.text
     partial = (tmp_path / "out.json.partial.jsonl").read_text().splitlines()
     assert [json.loads(line)["index"] for line in partial[1:]] == [0]
-    with StubOpenAIServer() as server:
+    with JudgeServer(answer_for) as server:
         assert script.main(api_args(server, tmp_path, *args)) == 0
     asked = sorted(b["messages"][0]["content"] for b in server.bodies())
     assert asked == sorted([ITEMS[1]["question"], ITEMS[2]["question"]])  # only the items not done before
@@ -301,7 +201,7 @@ def test_exhausted_retries_stop_the_run_and_a_rerun_resumes(tmp_path, caplog):
 
 
 def test_client_errors_are_not_retried(tmp_path, caplog):
-    with StubOpenAIServer(failures=[401]) as server, caplog.at_level(logging.ERROR):
+    with JudgeServer(answer_for, failures=[401]) as server, caplog.at_level(logging.ERROR):
         assert script.run_main(script.main, api_args(server, tmp_path, "--limit", "1")) == 2
     assert len(server.requests) == 1
     assert "refused the request for 'gpt-3.5-turbo': AuthenticationError 401" in caplog.text
@@ -309,7 +209,7 @@ def test_client_errors_are_not_retried(tmp_path, caplog):
 
 def test_concurrency_limit_holds(tmp_path):
     items = [{"question": f"Question {i}?", "answers": ["x"]} for i in range(6)]
-    with StubOpenAIServer(delay_s=0.1) as server:
+    with JudgeServer(answer_for, delay_s=0.1) as server:
         args = api_args(server, tmp_path, "--batch_size", "6", "--concurrency", "2", items=items)
         assert script.main(args) == 0
     assert len(server.requests) == 6
@@ -329,7 +229,7 @@ def test_api_key_from_file_environment_or_placeholder(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
     assert resolve_api_key(None) == "sk-from-env"
 
-    with StubOpenAIServer() as server:
+    with JudgeServer(answer_for) as server:
         args = api_args(server, tmp_path, "--limit", "1")
         args[args.index("sk-test")] = str(key_file)
         assert script.main(args) == 0
