@@ -69,7 +69,22 @@ def program(name: str) -> Iterator[None]:
 
 
 def program_name() -> str:
-    return _PROGRAM.get() or os.path.basename(sys.argv[0]) or "selfrag"
+    return _PROGRAM.get() or invocation()
+
+
+def invocation() -> str:
+    """How this process was started: `python -m selfrag...` for one of this package's modules run with -m (whose
+    argv[0] is only its `__main__.py` or file path), else the script's file name (`selfrag`, `run_short_form.py`)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", None) or ""
+    if name == "selfrag" or name.startswith("selfrag."):
+        return "python -m " + name.removesuffix(".__main__")
+    return os.path.basename(sys.argv[0]) or "selfrag"
+
+
+def recording() -> bool:
+    """Whether this run writes config records: inside `run_main`, as scripts and `selfrag` commands run."""
+    return _RECORD.get()
 
 
 def parse_config(

@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from selfrag import __version__
-from selfrag.cli import RECORD_SUFFIX, flag, parse_config, program, run_main, setup_logging, write_config_record
+from selfrag.cli import (
+    RECORD_SUFFIX,
+    flag,
+    invocation,
+    parse_config,
+    program,
+    run_main,
+    setup_logging,
+    write_config_record,
+)
 from selfrag.errors import ConfigError, DataFormatError
 
 logger = logging.getLogger(__name__)
@@ -328,6 +337,7 @@ def _delegate(module: str) -> Callable[[Sequence[str]], int]:
     """`module.main(argv)`, imported when the command runs (the module may be absent from this installation)."""
 
     def run(argv: Sequence[str]) -> int:
+        setup_logging()  # the module's own log lines (where its results went) reach stderr as other commands'
         try:
             target = importlib.import_module(module)
         except ModuleNotFoundError as err:
@@ -389,6 +399,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`selfrag <command> [flags]`: run one command; exit status 2 for an unknown command or a bad config."""
+    # Records name the program as it was typed: `selfrag` or `python -m selfrag` (in-process callers: `selfrag`).
+    prefix = invocation() if argv is None else "selfrag"
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
     if not argv or argv[0].startswith("-"):
@@ -403,5 +415,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         sys.stderr.write(f"selfrag: error: unknown command '{name}'{hint} (commands: {', '.join(COMMANDS)})\n")
         return 2
-    with program(f"selfrag {name}"):
+    with program(f"{prefix} {name}"):
         return run_main(COMMANDS[name].run, rest)

