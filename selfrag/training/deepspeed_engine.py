@@ -146,6 +146,9 @@ def load_model_partitioned(config: FinetuneConfig, tokenizer: Any, added: Any, d
     transformers builds the resized embedding matrices as ordinary tensors on every rank (a zero.Init shape of 0
     would break its modelling code); their rows are identical on all ranks once the new rows are mean-initialised
     (or drawn from the same seed), so they are partitioned right after, with `zero.Init(module=model)`."""
+    from selfrag.torch_extensions import prepare_torch_extensions
+
+    prepare_torch_extensions()
     import deepspeed
 
     from selfrag.training.model import load_model
@@ -180,6 +183,9 @@ class DeepSpeedEngine(Engine):
         ds_config: dict[str, Any] | None = None,
     ):
         super().__init__(config, model, dist_, max_train_steps)
+        from selfrag.torch_extensions import prepare_torch_extensions
+
+        prepare_torch_extensions()  # deepspeed.initialize may JIT-build ops (cpu_adam for an offloaded optimizer)
         import deepspeed
         from transformers import get_scheduler
 

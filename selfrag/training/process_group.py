@@ -69,6 +69,9 @@ def init_distributed(strategy: str) -> Dist:
         if strategy == "deepspeed":
             if not cuda:
                 os.environ.setdefault("DS_ACCELERATOR", "cpu")
+            from selfrag.torch_extensions import prepare_torch_extensions
+
+            prepare_torch_extensions()  # init_distributed JIT-builds deepspeed_shm_comm on CPU
             import deepspeed
 
             deepspeed.init_distributed(dist_backend=backend)
