@@ -486,6 +486,7 @@ def run_baseline(config: BaselineConfig, backend: GenerationBackend | None = Non
     write_json_atomic(config.result_fp + ".config.json", config.to_dict())
     run.finish()
     logger.info("overall result: %s", output["metric_mean"])
+    logger.info("wrote %s (and its config, %s.config.json)", config.result_fp, config.result_fp)
     return output
 
 

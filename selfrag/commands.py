@@ -106,6 +106,7 @@ def build_index(argv: Sequence[str]) -> int:
         seed=config.seed,
     )
     _out(json.dumps({"index_dir": str(folder), "factory": config.factory, "vectors": built.ntotal, "dim": built.dim}))
+    logger.info("wrote the index (%d vectors, %s) to %s", built.ntotal, config.factory, folder)
     return 0
 
 
@@ -119,8 +120,10 @@ def retrieve(argv: Sequence[str] | None, description: str | None = None) -> int:
         for rank, hit in enumerate(retriever.search([config.query], config.n_docs)[0], start=1):
             _out(json.dumps({"rank": rank, **hit}, ensure_ascii=False))
         return 0
-    for path in retrieve_files(config, retriever):
-        _out(str(path))
+    paths = [str(path) for path in retrieve_files(config, retriever)]
+    for path in paths:
+        _out(path)
+    logger.info("wrote the retrieved passages to %s", ", ".join(paths))
     return 0
 
 
@@ -206,8 +209,10 @@ def label(argv: Sequence[str] | None, description: str | None = None) -> int:
         return 0
     write_json_atomic(config.output_file + ".usage.json", {"config": config_dict(config), **summary})
     logger.info(
-        "%d labelled, %d rejected, %d failed; paid %d requests: %d prompt + %d completion tokens (%.4f)",
+        "%d labelled, %d rejected, %d failed; paid %d requests: %d prompt + %d completion tokens (%.4f); "
+        "wrote %s, %s.rejects.jsonl and %s.usage.json",
         *(summary[k] for k in LABEL_COUNTS),
+        *[config.output_file] * 3,
     )
     return 1 if summary["failed"] else 0
 
@@ -230,6 +235,7 @@ def combine(argv: Sequence[str] | None, description: str | None = None) -> int:
         "labels": label_distribution(records),
     }
     _out(json.dumps(stats, indent=1))
+    logger.info("wrote %s_train.json and %s_dev.json", config.output_file_name, config.output_file_name)
     return 0
 
 
@@ -316,7 +322,8 @@ def evaluate(argv: Sequence[str]) -> int:
     if leading:  # `selfrag eval a.json b.json --metric f1` = `--files a.json b.json --metric f1`
         argv = ["--files", *argv[:leading], *argv[leading:]]
     config = parse_config(EvalConfig, argv, description=COMMANDS["eval"].help, record=False)
-    if config.output:
+    if config.output:  # a file is written: say where (the table itself goes to stdout, without log lines)
+        setup_logging()
         write_config_record(config, argv, config.output + RECORD_SUFFIX)
     if config.table:
         metric = config.metric[0] if config.metric != list(METRIC_NAMES) else None
@@ -327,6 +334,7 @@ def evaluate(argv: Sequence[str]) -> int:
     _out(text)
     if config.output:
         Path(config.output).write_text(text, encoding="utf-8")
+        logger.info("wrote the table to %s", config.output)
     return 0
 
 

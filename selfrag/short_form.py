@@ -234,6 +234,7 @@ def run_short_form(config: ShortFormConfig, backend: GenerationBackend | None = 
     run.finish()
     logger.info("Final result: %s", output["metric_mean"])
     logger.info("Retrieval Frequencies: %s", output["retrieval_frequency"])
+    logger.info("wrote %s (and its config, %s.config.json)", config.output_file, config.output_file)
     return output
 
 

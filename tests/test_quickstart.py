@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from selfrag.errors import ConfigError
 from selfrag.quickstart import run, world
@@ -94,6 +95,10 @@ def quickstart_records(tmp_path_factory):
         [sys.executable, "-m", "selfrag.quickstart", *argv], capture_output=True, text=True, cwd=ROOT, timeout=900
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    # it says where the answers went, and its record holds the command line as typed
+    assert f"INFO selfrag.quickstart.run: wrote the answers to {out}\n" in done.stderr
+    record = yaml.safe_load(Path(f"{out}.config.yaml").read_text())
+    assert record["command"] == ["python", "-m", "selfrag.quickstart", *argv]
     return done.stdout, json.loads(out.read_text())
 
 
@@ -106,4 +111,5 @@ def test_quickstart_end_to_end_on_the_real_model(quickstart_records):
     assert norway["citation"]["title"] == "Norway" and "Oslo" in norway["answer"]
     assert gold["citation"]["title"] == "Gold" and "Au" in gold["answer"]
     assert "163" in arithmetic["answer"]
+    assert (norway["grounded"], gold["grounded"], arithmetic["grounded"]) == (True, True, None)
     assert "Q: What is the capital of Norway?" in stdout and "[Relevant]" in stdout and "IsRel" in stdout
