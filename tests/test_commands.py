@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
 import yaml
+from procs import run as run_cmd
 
 import selfrag
 from selfrag.cli import parse_config, program, record_path, run_main
@@ -64,7 +64,7 @@ def test_top_level_help_lists_every_command_without_importing_torch(capsys):
         "quickstart",
     ]
     code = "import sys; from selfrag.commands import main; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    loaded = run_cmd([sys.executable, "-c", code], timeout=120, cwd=ROOT)
     assert loaded.stdout == "[]\n"
 
 
@@ -127,9 +127,7 @@ def test_a_bad_flag_value_is_a_one_line_error_with_status_2(capsys, caplog):
     assert "ConfigError: --threshold must lie in [0, 1] (a probability); got 2.0" in caplog.text
     live = ["long-form", "--live", "--model_name", "m", "--input_file", "a.json", "--output_file", "b.json"]
     assert main(live) == 2
-    assert "ConfigError: --retriever and --passages are required for live retrieval" in (
-        caplog.text
-    )
+    assert "ConfigError: --retriever and --passages are required for live retrieval" in (caplog.text)
     with pytest.raises(SystemExit) as exit_info:
         main(["infer", "--ndocs", "many"])
     assert exit_info.value.code == 2

@@ -299,8 +299,9 @@ def test_config_errors(tmp_path):
 def test_script_as_a_process(tmp_path):
     """The real command line, in a fresh interpreter (no installed package needed)."""
     import os
-    import subprocess
     import sys
+
+    from procs import run
 
     input_file = write_items(tmp_path / "in.jsonl", ITEMS)
     out = tmp_path / "rel.jsonl"
@@ -318,12 +319,12 @@ def test_script_as_a_process(tmp_path):
             "--base_url",
             server.base_url,
         ]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+        done = run(cmd, env=env, timeout=60, cwd=tmp_path, check=False)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["labelled"] == 3
         assert {r["authorization"] for r in server.requests} == {"Bearer EMPTY"}  # local server, no key
     assert [r["label"] for r in read_jsonl(out)] == LABELS
-    bad = subprocess.run([*cmd[:3], "groudness", *cmd[4:]], capture_output=True, text=True, env=env, timeout=60)
+    bad = run([*cmd[:3], "groudness", *cmd[4:]], env=env, timeout=60, check=False)
     assert bad.returncode == 2 and "ConfigError: --aspect 'groudness'" in bad.stderr
 
 

@@ -536,7 +536,8 @@ def test_every_table2_cell_lands_in_its_readme_row_and_column(tmp_path):
     import os
     import re
     import shlex
-    import subprocess
+
+    from procs import run
 
     from selfrag.alce import AlceEvalConfig, summary
     from selfrag.baseline import BaselineConfig
@@ -554,7 +555,7 @@ def test_every_table2_cell_lands_in_its_readme_row_and_column(tmp_path):
     columns = {"ASQA (em / rg / mau / pre / rec)": set(LONG_COLUMNS[1:]), "Bio (FactScore)": {"Bio"}}
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")} | {"DRY_RUN": "1", "PYTHON": "py"}
     for row, column, cell in rows:
-        done = subprocess.run(["bash", str(table2 / f"{cell}.sh")], env=env, capture_output=True, text=True, cwd="/")
+        done = run(["bash", str(table2 / f"{cell}.sh")], env=env, timeout=60, cwd="/", check=False)
         commands = [shlex.split(line) for line in done.stdout.splitlines() if line.strip()]
         assert done.returncode == 0 and commands, (cell, done.stderr)
         script_name, argv = commands[0][1], commands[0][2:]

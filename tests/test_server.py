@@ -384,13 +384,15 @@ def test_python_m_selfrag_server_serves(tiny_model_dir):
     import subprocess
     import sys
 
+    from procs import serve
+
     with socket.socket() as probe:  # a free port (released before the server binds it)
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     argv = [sys.executable, "-m", "selfrag.server", "--model_name", tiny_model_dir, "--backend", "hf"]
     argv += ["--port", str(port), "--mode", "no_retrieval", "--max_new_tokens", "4", "--served_model_name", MODEL]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    # SIGTERM at the end (SIGKILL after 30 s) to the server and anything it started
+    with serve(argv, grace=30, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=30)
         for _ in range(600):
             try:
@@ -401,6 +403,3 @@ def test_python_m_selfrag_server_serves(tiny_model_dir):
                 time.sleep(0.1)
         response = client.completions.create(model=MODEL, prompt="Who wrote Hamlet?")
         assert response.model_extra["selfrag"]["retrieve"] is False and response.usage.completion_tokens <= 4
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
