@@ -5,8 +5,11 @@
 #
 # Every setting can be overridden from the environment, e.g.
 #   NUM_GPUS=8 TRAIN_FILE=data/train.jsonl OUTPUT_DIR=output/my_7b bash retrieval_lm/script_finetune_7b.sh
-# STRATEGY=deepspeed (default) calls DeepSpeed directly under torchrun; STRATEGY=accelerate uses
-# `accelerate launch --use_deepspeed` as the original did. DRY_RUN=1 prints the command instead of running it.
+# STRATEGY=deepspeed (default) runs DeepSpeed under torchrun; STRATEGY=accelerate launches with
+# `accelerate launch --use_deepspeed` as the original did (finetune.py then drives the same DeepSpeed engine).
+# CHECKPOINTING_STEPS=N saves resumable checkpoints; the same command run again after a crash continues from the
+# newest. NUM_NODES / NODE_RANK / MASTER_ADDR / MASTER_PORT: several machines (docs/training.md).
+# DRY_RUN=1 prints the command instead of running it.
 # Extra arguments are passed on to finetune.py (they win over the ones here).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

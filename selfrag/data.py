@@ -112,7 +112,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON to `path` through a temporary file and a rename, so a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: two writers never share it
     with tmp.open("w", encoding="utf-8") as handle:
         json.dump(obj, handle, ensure_ascii=False, indent=1)
     os.replace(tmp, path)

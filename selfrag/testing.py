@@ -59,6 +59,7 @@ def build_tiny_model(
     vocab_size: int | None = None,
     corpus: str = CORPUS,
     tokenizer_vocab_size: int = 400,
+    reflection: bool = True,
 ) -> Path:
     """Save a tiny random Llama with the Self-RAG vocabulary to `path` and return it.
 
@@ -67,12 +68,14 @@ def build_tiny_model(
     model's vocabulary beyond the tokenizer's (e.g. 32016, Llama-2's, for benchmarks where its size matters).
     `corpus` and `tokenizer_vocab_size` shape the tokenizer: the default is nearly character-level; a larger
     vocabulary trained on the text to be encoded gives Llama-like token counts (~1.3 tokens a word).
+    `reflection=False`: a base model whose tokenizer has neither the reflection tokens nor a pad token (what
+    training starts from).
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     path = Path(path)
-    tokenizer = build_tiny_tokenizer(tokenizer_vocab_size, corpus)
+    tokenizer = build_tiny_tokenizer(tokenizer_vocab_size, corpus, reflection=reflection)
     config = LlamaConfig(
         vocab_size=max(vocab_size or 0, len(tokenizer)),
         hidden_size=hidden_size,

@@ -338,10 +338,17 @@ def test_clear_errors(tiny_model_dir, train_file, tmp_path):
     assert finetune.run_main(finetune.main, [*args, "--train_file", bad]) == 2
     with pytest.raises(ConfigError, match="json or .jsonl"):
         finetune.main([*args, "--train_file", str(tmp_path / "train.csv")])
-    with pytest.raises(ConfigError, match="CUDA"):
-        train(config(tiny_model_dir, train_file, tmp_path / "o", use_flash_attn=True))
     with pytest.raises(ConfigError, match="resume_from_checkpoint"):
         train(config(tiny_model_dir, train_file, tmp_path / "o", resume_from_checkpoint=str(tmp_path)))
+
+
+def test_flash_attention_without_cuda_warns_once_and_uses_sdpa(tiny_model_dir, train_file, tmp_path, caplog):
+    result = train(config(tiny_model_dir, train_file, tmp_path / "o", use_flash_attn=True, max_train_steps=1))
+    assert result.completed_steps == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "flash" in r.getMessage()]
+    assert warnings == ["--use_flash_attn: no CUDA GPU; using PyTorch's scaled-dot-product attention (sdpa) instead"]
+    model, _ = load(tmp_path / "o")
+    assert model.config._attn_implementation in ("sdpa", "eager")  # the saved folder loads as usual
 
 
 def test_gradient_checkpointing_and_no_special_tokens_adds_only_pad(base_model_dir, train_file, tmp_path):

@@ -39,7 +39,7 @@ class FinetuneConfig:
         "dtype the weights are loaded in; keep float32 and use `accelerate launch --mixed_precision bf16` to train.",
         "float32",
     )
-    use_flash_attn: bool = _flag("attn_implementation=flash_attention_2 (CUDA and flash-attn only).", False)
+    use_flash_attn: bool = _flag("FlashAttention-2 with CUDA and flash-attn; else sdpa, with a warning.", False)
     low_cpu_mem_usage: bool = _flag("Passed to from_pretrained (transformers 5 always loads lazily).", False)
     gradient_checkpointing: bool = _flag("Recompute activations in the backward pass to save memory.", False)
     # Data
@@ -88,7 +88,11 @@ class FinetuneConfig:
     report_to: str = _flag("accelerate trackers: all, tensorboard, wandb, comet_ml, ...", "all")
     logging_steps: int | None = _flag("Log loss, learning rate and tokens/s every N updates.", None)
     checkpointing_steps: str | None = _flag("Save a resumable state every N updates, or 'epoch'.", None)
-    resume_from_checkpoint: str | None = _flag("A step_N / epoch_N folder to resume from, or 'latest'.", None)
+    resume_from_checkpoint: str | None = _flag(
+        "A step_N / epoch_N folder to resume from; 'latest': the newest complete one in --output_dir; 'auto': the "
+        "same, or start from scratch when there is none (rerun the same command after a crash).",
+        None,
+    )
     strategy: Literal["accelerate", "deepspeed", "fsdp"] = _flag(
         "Distribution backend. accelerate: one process, DDP (`ACCELERATE_USE_CPU=1 torchrun` on CPU), and on GPUs "
         "`accelerate launch --use_deepspeed` / FSDP. deepspeed: `deepspeed.initialize` (ZeRO-2/3) and fsdp: FSDP2 "

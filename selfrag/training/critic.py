@@ -60,7 +60,7 @@ class CriticConfig:
     use_context_markups: bool = _flag(
         "Exclude each <paragraph>...</paragraph> interior from the loss (needs --use_special_token).", False
     )
-    use_flash_attn: bool = _flag("attn_implementation=flash_attention_2 (CUDA and flash-attn only).", False)
+    use_flash_attn: bool = _flag("FlashAttention-2 with CUDA and flash-attn; else sdpa, with a warning.", False)
     original_masking: bool = _flag(
         "With --use_context_markups: the original's passage mask, ONE span from the first <paragraph> to the last "
         "</paragraph> (segments between passages lost, upstream issue #95); the prompt is masked whole either way.",
@@ -107,7 +107,10 @@ class CriticConfig:
         "Accepted for compatibility; FSDP2 wraps the model's decoder layers (_no_split_modules).", None
     )
     deepspeed: str | None = _flag("A DeepSpeed JSON config: train with DeepSpeed called directly.", None)
-    resume_from_checkpoint: str | None = _flag("A checkpoint folder, or 'latest' (accelerate strategy only).", None)
+    resume_from_checkpoint: str | None = _flag(
+        "A checkpoint folder; 'latest' / 'True': the newest in --output_dir; 'auto': the same, or start from scratch.",
+        None,
+    )
 
     def __post_init__(self) -> None:
         if self.separated:

@@ -212,8 +212,8 @@ def _train(config: FinetuneConfig, encode_fn: Any, d: Dist) -> Any:
     )
     position = {"completed_steps": 0, "epoch": 0, "batches_in_epoch": 0}
     rng_state = None  # set again right before the first resumed forward pass (see loop._Run.resume_rng_state)
-    if config.resume_from_checkpoint:
-        path = _resolve_checkpoint(config)
+    path = _resolve_checkpoint(config) if config.resume_from_checkpoint else None
+    if path is not None:
         position = json.loads((path / TRAINER_STATE).read_text())
         if position.get("strategy") != config.strategy or position.get("world_size") != d.world_size:
             raise ConfigError(

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from selfrag.errors import ConfigError, DataFormatError
 from selfrag.training.collator import PaddingCollator
 from selfrag.training.config import FinetuneConfig
 from selfrag.training.encode import EncodeStats, encode_dataset, encode_example
+from selfrag.training.launch import resolve_launch, use_cpu_ddp
 from selfrag.training.model import apply_lora, load_model, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -80,13 +82,21 @@ def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
-def _resolve_checkpoint(config: FinetuneConfig) -> Path:
-    if config.resume_from_checkpoint == "latest":
+def _resolve_checkpoint(config: FinetuneConfig) -> Path | None:
+    """The checkpoint `--resume_from_checkpoint` names: a folder; `latest` (or `true`, the HF Trainer spelling) the
+    complete checkpoint with the most updates in `--output_dir`, which must exist; `auto` the same, or None (train
+    from the start) when there is none yet, so that rerunning one command after a crash continues the run. A folder
+    without `trainer_state.json` (written last) is a save that was interrupted and is never resumed from."""
+    name = config.resume_from_checkpoint or ""
+    if name.lower() in ("latest", "true", "auto"):
         found = [p for p in Path(config.output_dir).glob("*_*") if (p / TRAINER_STATE).is_file()]
-        if not found:
-            raise ConfigError(f"--resume_from_checkpoint latest: no step_N / epoch_N checkpoint in {config.output_dir}")
-        return max(found, key=lambda p: json.loads((p / TRAINER_STATE).read_text())["completed_steps"])
-    path = Path(config.resume_from_checkpoint or "")
+        if found:
+            return max(found, key=lambda p: json.loads((p / TRAINER_STATE).read_text())["completed_steps"])
+        if name.lower() == "auto":
+            logger.info("--resume_from_checkpoint auto: no checkpoint in %s yet; starting", config.output_dir)
+            return None
+        raise ConfigError(f"--resume_from_checkpoint {name}: no step_N / epoch_N checkpoint in {config.output_dir}")
+    path = Path(name)
     if not (path / TRAINER_STATE).is_file():
         raise ConfigError(f"--resume_from_checkpoint {path}: not a checkpoint folder (no {TRAINER_STATE})")
     return path
@@ -124,6 +134,9 @@ def save_final(accelerator: Any, model: Any, tokenizer: Any, output_dir: Path, l
 def _make_accelerator(config: FinetuneConfig) -> Any:
     from accelerate import Accelerator, DataLoaderConfiguration
 
+    if use_cpu_ddp():
+        logger.info("%s processes, no CUDA: accelerate DDP over gloo (ACCELERATE_USE_CPU=1)", os.environ["WORLD_SIZE"])
+
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=config.report_to if config.with_tracking else None,
@@ -131,6 +144,12 @@ def _make_accelerator(config: FinetuneConfig) -> Any:
         # per-epoch shuffles drawn from `seed + epoch`, so a resumed run sees the same order
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
     )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != world:  # e.g. a launcher accelerate does not recognise: every rank would be main
+        raise ConfigError(
+            f"the launcher started {world} processes but accelerate sees {accelerator.num_processes} "
+            f"({accelerator.distributed_type}); use --strategy deepspeed or fsdp under torchrun"
+        )
     if config.with_tracking and config.report_to != "all" and not accelerator.log_with:
         raise ConfigError(
             f"--report_to {config.report_to}: tracker not installed (e.g. pip install tensorboard), "
@@ -143,8 +162,10 @@ def train(config: FinetuneConfig, encode_fn: EncodeFn | None = None) -> TrainRes
     """Fine-tune the generator as configured; see the module docstring for the outputs.
 
     `encode_fn(config, tokenizer) -> (examples, stats)` replaces `encode_file` (the critic's encoding uses this).
-    `--strategy deepspeed|fsdp` run `selfrag.training.distributed.train_distributed` instead.
+    `--strategy deepspeed|fsdp`, and `accelerate launch --use_deepspeed|--use_fsdp` (`selfrag.training.launch`), run
+    `selfrag.training.distributed.train_distributed` instead.
     """
+    config = resolve_launch(config)
     if config.strategy != "accelerate":
         from selfrag.training.distributed import train_distributed
 
@@ -191,8 +212,8 @@ def train(config: FinetuneConfig, encode_fn: EncodeFn | None = None) -> TrainRes
 
     position = {"completed_steps": 0, "epoch": 0, "batches_in_epoch": 0}
     rng_state = None
-    if config.resume_from_checkpoint:
-        path = _resolve_checkpoint(config)
+    path = _resolve_checkpoint(config) if config.resume_from_checkpoint else None
+    if path is not None:
         accelerator.load_state(str(path))  # restores the RNG states too
         position = json.loads((path / TRAINER_STATE).read_text())
         if 0 < position["batches_in_epoch"] < len(dataloader):  # stopped inside an epoch

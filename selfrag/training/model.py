@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,9 +44,7 @@ def load_model(config: FinetuneConfig, tokenizer: Any, added: AddedTokens) -> An
     kwargs: dict[str, Any] = {"low_cpu_mem_usage": config.low_cpu_mem_usage}
     kwargs["dtype"] = "auto" if config.torch_dtype == "auto" else getattr(torch, config.torch_dtype)
     if config.use_flash_attn:
-        if not torch.cuda.is_available():
-            raise ConfigError("--use_flash_attn needs a CUDA GPU (and the flash-attn package); drop the flag on CPU")
-        kwargs["attn_implementation"] = "flash_attention_2"
+        kwargs["attn_implementation"] = flash_attention_or_sdpa()
     try:
         model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs)
     except OSError as err:
@@ -58,6 +57,24 @@ def load_model(config: FinetuneConfig, tokenizer: Any, added: AddedTokens) -> An
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model
+
+
+def flash_attention_or_sdpa() -> str:
+    """`--use_flash_attn`: FlashAttention-2 where it can run (CUDA and the flash-attn package), else PyTorch's sdpa
+    with one warning, so the released scripts (which pass the flag) also train on machines without either."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        missing = "no CUDA GPU"
+    elif importlib.util.find_spec("flash_attn") is None:
+        missing = "the flash-attn package is not installed (pip install flash-attn)"
+    else:
+        return "flash_attention_2"
+    level = logging.WARNING if os.environ.get("RANK", "0") == "0" else logging.DEBUG  # said once, not per process
+    logger.log(level, "--use_flash_attn: %s; using PyTorch's scaled-dot-product attention (sdpa) instead", missing)
+    return "sdpa"
 
 
 def _module_name(model: Any, module: Any) -> str:

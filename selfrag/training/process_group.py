@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,13 @@ def setup_rank_logging() -> None:
     rank = int(os.environ.get("RANK", "0"))
     all_ranks = os.environ.get("SELFRAG_LOG_ALL_RANKS", "") not in ("", "0")
     setup_logging(logging.INFO if rank == 0 or all_ranks else logging.WARNING)
+    # DeepSpeed 0.19 calls these renamed torch collectives at every ZeRO step: hundreds of FutureWarnings a run that
+    # only DeepSpeed can act on.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)` is deprecated",
+        category=FutureWarning,
+    )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         fmt = f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s"
         for handler in logging.getLogger().handlers:
