@@ -53,9 +53,13 @@ def flag(help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirrors argparse's ke
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """Log to stderr with one format; called by scripts only, never by the library."""
+    """Log to stderr with one format; called by scripts only, never by the library. Third-party lines that are not
+    the user's business (faiss's SIMD probing, DeepSpeed's no-GPU notice) are silenced: `selfrag.quiet`."""
+    from selfrag.quiet import quiet_third_party
+
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(level)
+    quiet_third_party()
 
 
 @contextlib.contextmanager
