@@ -198,6 +198,33 @@ def test_lora_trains_the_reflection_token_rows_unless_asked_not_to(base_model_di
     assert not torch.allclose(q_new, base.model.layers[0].self_attn.q_proj.weight)  # LoRA merged in
 
 
+def test_lora_with_gradient_checkpointing_trains_as_without_it(base_model_dir, train_file, tmp_path):
+    """The one-GPU recipe (docs/training.md): recomputing activations changes memory, not the arithmetic (LoRA's
+    dropout draws the same masks again in the recomputation)."""
+    runs = {}
+    for gc in (False, True):
+        out = tmp_path / f"gc_{gc}"
+        cfg = config(base_model_dir, train_file, out, use_lora=True, lora_rank=4, gradient_checkpointing=gc)
+        runs[gc] = (train(cfg).losses, load(out)[0].state_dict())
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5) and len(runs[True][0]) == 3
+    for name, weight in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][name], weight, rtol=1e-4, atol=1e-6)
+
+
+def test_resume_auto_starts_fresh_without_a_checkpoint_and_latest_needs_one(tiny_model_dir, train_file, tmp_path):
+    with pytest.raises(ConfigError, match="latest: no step_N / epoch_N checkpoint in"):
+        train(config(tiny_model_dir, train_file, tmp_path / "o", resume_from_checkpoint="latest"))
+    first = train(
+        config(tiny_model_dir, train_file, tmp_path / "o", resume_from_checkpoint="auto", checkpointing_steps="2")
+    )
+    assert first.completed_steps == 3 and len(first.losses) == 3
+    (tmp_path / "o" / "step_9").mkdir()  # a save cut off before trainer_state.json: never resumed from
+    again = train(
+        config(tiny_model_dir, train_file, tmp_path / "o", resume_from_checkpoint="auto", checkpointing_steps="2")
+    )
+    assert again.losses == pytest.approx(first.losses[2:])  # resumed from step_2: the one update left
+
+
 def test_checkpoints_load_in_hf_and_resume_gives_the_same_weights(tiny_model_dir, train_file, tmp_path):
     # 6 examples / batch 2 = 3 updates per epoch, 2 epochs; checkpoints every 2 updates (step_4 is mid-epoch 1)
     full = train(config(tiny_model_dir, train_file, tmp_path / "full", num_train_epochs=2, checkpointing_steps="2"))
