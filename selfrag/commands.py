@@ -34,6 +34,7 @@ from selfrag.cli import (
     write_config_record,
 )
 from selfrag.errors import ConfigError, DataFormatError
+from selfrag.retrieval.presets import PRESETS
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +63,22 @@ class BuildIndexConfig:
 
     passages_embeddings: str = flag('Glob of embedding shards, quoted: "wikipedia_embeddings/*".', default="")
     index_dir: str | None = flag("Where to save the index (default: the shards' folder).", default=None)
+    index_preset: str | None = flag(
+        "Index sized to the corpus: exact (Flat), compressed (IVF,SQ8) or small (IVF,SQ6); see passage_retrieval.py.",
+        default=None,
+        metadata={"choices": sorted(PRESETS)},
+    )
     index_factory: str | None = flag(
-        "FAISS factory string (Flat, IVF65536,PQ64, IVF65536_HNSW32,SQ8 ...; see bench/index_presets.py). "
-        "Default: the original's (Flat, or PQ with --n_subquantizers).",
+        "FAISS factory string (Flat, IVF,SQ8, HNSW32, OPQ64,IVF,PQ64 ...; a bare IVF gets the list count for the "
+        "corpus size). Default: the original's (Flat, or PQ with --n_subquantizers).",
         default=None,
     )
     n_subquantizers: int = flag("Original index choice: IndexPQ with this many sub-quantizers (0: Flat).", default=0)
     n_bits: int = flag("Bits per sub-quantizer code (with --n_subquantizers).", default=8)
-    train_size: int = flag("Vectors sampled across all shards to train IVF / PQ / SQ / OPQ indexes.", default=1_000_000)
+    train_size: int | None = flag(
+        "Vectors sampled to train IVF / PQ / SQ / OPQ indexes (default: 50 per IVF list, at least 65,536; else 1M).",
+        default=None,
+    )
     indexing_batch_size: int = flag("Vectors added to the index at a time.", default=1_000_000)
     projection_size: int | None = flag("Embedding dimension; default: the shards'.", default=None)
     seed: int = flag("Seed of the training sample.", default=0)
@@ -82,7 +91,7 @@ class BuildIndexConfig:
     def factory(self) -> str:
         from selfrag.retrieval.index import original_factory
 
-        return self.index_factory or original_factory(self.n_subquantizers, self.n_bits)
+        return self.index_preset or self.index_factory or original_factory(self.n_subquantizers, self.n_bits)
 
 
 def build_index(argv: Sequence[str]) -> int:
@@ -105,8 +114,8 @@ def build_index(argv: Sequence[str]) -> int:
         projection_size=config.projection_size,
         seed=config.seed,
     )
-    _out(json.dumps({"index_dir": str(folder), "factory": config.factory, "vectors": built.ntotal, "dim": built.dim}))
-    logger.info("wrote the index (%d vectors, %s) to %s", built.ntotal, config.factory, folder)
+    _out(json.dumps({"index_dir": str(folder), "factory": built.factory, "vectors": built.ntotal, "dim": built.dim}))
+    logger.info("wrote the index (%d vectors, %s) to %s", built.ntotal, built.factory, folder)
     return 0
 
 

@@ -209,3 +209,29 @@ def test_default_search_params_scale_with_the_index():
         assert index.search_params.get("nprobe") == (2 if "IVF" in factory else None)
     assert indexes["HNSW8"].index.hnsw.efSearch == 256  # FAISS's own default is 16
     assert indexes["IVF4,PQ2,RFlat"].search_params["k_factor_rf"] == 4
+
+
+def test_index_preset_is_sized_to_the_corpus_saved_and_loaded_by_name(setup, tmp_path, caplog):
+    index_dir = tmp_path / "index"
+
+    def args(name, *extra):
+        return base(setup, "--data", setup["data"], "--output_file", str(tmp_path / name), "--n_docs", "2",
+                    "--save_or_load_index", "--index_dir", str(index_dir), *extra)
+
+    with caplog.at_level(logging.INFO, logger="selfrag"):
+        assert retrieval_script.main(args("a.json", "--index_preset", "compressed")) == 0
+    saved = json.loads((index_dir / "index_config.json").read_text())
+    n = len(PASSAGES)
+    assert (saved["factory"], saved["spec"], saved["ntotal"]) == ("IVF1,SQ8", "compressed", n)  # < 78 vectors: 1 list
+    assert f"index compressed for {n} vectors: IVF1,SQ8" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="selfrag"):  # the same preset name, or the resolved string, loads it
+        assert retrieval_script.main(args("b.json", "--index_preset", "compressed")) == 0
+        assert retrieval_script.main(args("c.json", "--index_factory", "IVF1,SQ8")) == 0
+    assert "training" not in caplog.text
+    first, second = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert [c["id"] for i in first for c in i["ctxs"]] == [c["id"] for i in second for c in i["ctxs"]]
+    with pytest.raises(ConfigError, match="holds a 'IVF1,SQ8' index, not 'small'"):
+        retrieval_script.main(args("d.json", "--index_preset", "small"))
+    with pytest.raises(ConfigError, match="--index_preset or --index_factory, not both"):
+        retrieval_script.main(args("e.json", "--index_preset", "small", "--index_factory", "Flat"))

@@ -79,6 +79,15 @@ def read_embedding_shard(path: str | os.PathLike) -> tuple[list[str], np.ndarray
     return [str(i) for i in ids], embeddings
 
 
+def count_vectors(paths: list[Path]) -> int:
+    """Vectors in the shards: from their `.meta.json` where written by this package, else by reading them."""
+    total = 0
+    for path in paths:
+        meta = read_shard_meta(path) or {}
+        total += int(meta["count"]) if "count" in meta else len(read_embedding_shard(path)[0])
+    return total
+
+
 def embedding_files(pattern: str) -> list[Path]:
     """Shard files matching a glob (`dir/*` as the original), sorted, without indexes / metadata / partial chunks."""
     paths = sorted(Path(p) for p in glob.glob(pattern))
@@ -216,7 +225,7 @@ def generate_passage_embeddings(config: EmbeddingConfig, encoder: Any = None, en
     logger.info("saving %d passage embeddings to %s", len(ids), out_path)
     write_embedding_shard(out_path, ids, embeddings)
     meta = out_path.with_name(out_path.name + ".meta.json")
-    meta.write_text(json.dumps({**fingerprint, "model_name_or_path": config.model_name_or_path,
+    meta.write_text(json.dumps({**fingerprint, "model_name_or_path": config.model_name_or_path, "count": len(ids),
                                 "config": dataclasses.asdict(config)}, indent=1), encoding="utf-8")
     shutil.rmtree(partial)
     logger.info("total passages processed %d; written to %s", len(ids), out_path)

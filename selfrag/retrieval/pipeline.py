@@ -31,9 +31,17 @@ from tqdm import tqdm
 from selfrag.cli import flag
 from selfrag.data import clean, load_items, where, write_json_atomic
 from selfrag.errors import ConfigError, DataFormatError
-from selfrag.retrieval.embeddings import embedding_files, iter_shards, read_embedding_shard, read_shard_meta
+from selfrag.retrieval.embeddings import (
+    count_vectors,
+    embedding_files,
+    iter_shards,
+    read_embedding_shard,
+    read_shard_meta,
+)
 from selfrag.retrieval.has_answer import add_hasanswer, gold_answers
 from selfrag.retrieval.index import CONFIG_FILE, INDEX_FILE, FaissIndex, import_faiss, original_factory
+from selfrag.retrieval.presets import PRESETS, needs_size, resolve_factory
+from selfrag.retrieval.presets import train_size as presets_train_size
 
 logger = logging.getLogger(__name__)
 
@@ -83,15 +91,26 @@ class RetrievalConfig:
     normalize_text: bool = flag("Normalise unicode punctuation in queries (as the passages were).", default=False)
     no_fp16: bool = flag("Run the encoder in float32 (default: float16 on a GPU, float32 on CPU).", default=False)
     # Additions
+    index_preset: str | None = flag(
+        "Index sized to the corpus (selfrag/retrieval/presets.py): exact (Flat, ~60 GiB for 21M passages), "
+        "compressed (IVF,SQ8: recall@20 0.99 of exact, ~15 GiB for 21M) or small (IVF,SQ6: 0.97, ~12 GiB).",
+        default=None,
+        metadata={"choices": sorted(PRESETS)},
+    )
     index_factory: str | None = flag(
-        "FAISS factory string: Flat, IVF65536,PQ64, OPQ64,IVF65536,PQ64, IVF65536,SQ8, HNSW32 ... "
-        "(see bench/index_presets.py). Default: the original's (Flat, or PQ with --n_subquantizers).",
+        "FAISS factory string: Flat, IVF,SQ8, IVF,SQ6, HNSW32, OPQ64,IVF,PQ64 ...; a bare IVF gets the list count "
+        "for the corpus size (IVF4096 at 200k passages, IVF32768_HNSW32 at 21M). Default: the original's (Flat, or "
+        "PQ with --n_subquantizers).",
         default=None,
     )
     index_dir: str | None = flag(
         "Folder of the saved index (default: the folder of the embedding shards).", default=None
     )
-    train_size: int = flag("Vectors sampled across all shards to train IVF / PQ / SQ / OPQ indexes.", default=1_000_000)
+    train_size: int | None = flag(
+        "Vectors sampled across all shards to train IVF / PQ / SQ / OPQ indexes (default: 50 per IVF list, at least "
+        "65,536; 1M for indexes without IVF; at most the corpus).",
+        default=None,
+    )
     nprobe: int | None = flag(
         "IVF: inverted lists visited per query (default: 1/64 of them, at least 16).", default=None
     )
@@ -124,13 +143,15 @@ class RetrievalConfig:
             raise ConfigError("pass exactly one of --query (one question) and --data (json / jsonl files)")
         if self.data is not None and not (self.output_dir or self.output_file):
             raise ConfigError("batch mode (--data) needs --output_dir or --output_file")
+        if self.index_preset and self.index_factory:
+            raise ConfigError("pass --index_preset or --index_factory, not both")
         for name in ("n_docs", "per_gpu_batch_size", "question_maxlength", "indexing_batch_size", "train_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1; got {getattr(self, name)}")
 
     @property
     def factory(self) -> str:
-        return self.index_factory or original_factory(self.n_subquantizers, self.n_bits)
+        return self.index_preset or self.index_factory or original_factory(self.n_subquantizers, self.n_bits)
 
     def search_params(self) -> dict[str, int]:
         given = {"nprobe": self.nprobe, "efSearch": self.efSearch, "k_factor_rf": self.k_factor_rf}
@@ -165,12 +186,15 @@ def build_index_from_shards(
     paths: list[Path],
     factory: str,
     dim: int | None = None,
-    train_size: int = 1_000_000,
+    train_size: int | None = None,
     indexing_batch_size: int = 1_000_000,
     seed: int = 0,
     encoder_dim: int | None = None,
 ) -> FaissIndex:
     """Index every shard; an index that needs training first trains on a sample drawn across all shards.
+
+    `factory` may be a preset name or leave the IVF list count out (`selfrag.retrieval.presets`): it is then sized
+    to the number of vectors in the shards; `train_size` None takes the preset's rule.
 
     `dim` (`--projection_size`) and `encoder_dim` (the query encoder's), when given, must match the shards: checked
     on the first shard, before any indexing work."""
@@ -185,9 +209,16 @@ def build_index_from_shards(
             f"the query encoder makes {encoder_dim}-d vectors but the embeddings in {paths[0]} are "
             f"{first.shape[1]}-d: pass the encoder that embedded the passages"
         )
-    index = FaissIndex(first.shape[1], factory)
+    shard_dim = first.shape[1]
     del first
+    n_vectors = count_vectors(paths) if needs_size(factory) else None
+    if n_vectors is not None:
+        spec, factory = factory, resolve_factory(factory, n_vectors)
+        logger.info("index %s for %d vectors: %s", spec, n_vectors, factory)
+    index = FaissIndex(shard_dim, factory)
     if not index.is_trained:
+        if train_size is None:
+            train_size = presets_train_size(factory, count_vectors(paths) if n_vectors is None else n_vectors)
         index.train(training_sample(paths, train_size, seed))
     for path, (ids, embeddings) in zip(paths, iter_shards(paths)):
         try:
@@ -205,7 +236,7 @@ def load_or_build_index(
     save: bool = True,
     mmap: bool = True,
     search_params: dict[str, Any] | None = None,
-    train_size: int = 1_000_000,
+    train_size: int | None = None,
     indexing_batch_size: int = 1_000_000,
     projection_size: int | None = None,
     seed: int = 0,
@@ -219,7 +250,7 @@ def load_or_build_index(
         raise ConfigError("pass --passages_embeddings (shards to index) or --index_dir (a saved index)")
     if (save or not paths) and (directory / INDEX_FILE).is_file():
         saved = json.loads((directory / CONFIG_FILE).read_text()) if (directory / CONFIG_FILE).is_file() else {}
-        if factory and saved.get("factory", factory) != factory:
+        if factory and factory not in (saved.get("factory", factory), saved.get("spec")):
             raise ConfigError(
                 f"{directory} holds a {saved['factory']!r} index, not {factory!r}: pass another "
                 "--index_dir, or delete that index to rebuild it"
@@ -233,7 +264,8 @@ def load_or_build_index(
         )
         if save:
             meta = read_shard_meta(paths[0]) or {}
-            index.serialize(directory, extra={"encoder": meta.get("encoder"), "shards": [str(p) for p in paths]})
+            extra = {"encoder": meta.get("encoder"), "shards": [str(p) for p in paths], "spec": factory or "Flat"}
+            index.serialize(directory, extra=extra)
             if mmap:  # continue with the memory-mapped copy, as a later run will
                 index = FaissIndex.load(directory, mmap=True)
     apply_search_params(index, search_params)
@@ -282,7 +314,7 @@ def setup_retriever(config: RetrievalConfig, encoder: Any = None) -> Any:
     index = load_or_build_index(
         index_dir=config.index_dir,
         passages_embeddings=config.passages_embeddings or None,
-        factory=config.factory if (config.index_factory or config.n_subquantizers) else None,
+        factory=config.factory if (config.index_preset or config.index_factory or config.n_subquantizers) else None,
         save=config.save_or_load_index,
         mmap=not config.no_mmap,
         search_params=config.search_params(),
