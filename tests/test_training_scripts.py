@@ -10,11 +10,11 @@ import os
 import shlex
 import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from procs import run
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "retrieval_lm"
@@ -23,12 +23,11 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 
 
 def dry_run(script: str, **env: str) -> list[str]:
-    proc = subprocess.run(
+    proc = run(
         ["bash", str(SCRIPTS / script), "--seed", "7"],
         env={**os.environ, "DRY_RUN": "1", **env},
-        capture_output=True,
-        text=True,
         timeout=30,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return shlex.split(proc.stdout)
@@ -60,12 +59,11 @@ def test_script_overrides_and_the_accelerate_launch():
     assert cmd[:2] == ["accelerate", "launch"] and flag(cmd, "--num_processes") == "8"
     assert "--use_deepspeed" in cmd and flag(cmd, "--gradient_accumulation_steps") == "16"
     assert "--use_flash_attn" not in cmd
-    proc = subprocess.run(
+    proc = run(
         ["bash", str(SCRIPTS / "script_finetune_7b.sh")],
         env={**os.environ, "DRY_RUN": "1", "NUM_GPUS": "3"},
-        capture_output=True,
-        text=True,
         timeout=30,
+        check=False,
     )
     assert proc.returncode == 2 and "not a multiple" in proc.stderr
 
@@ -115,10 +113,7 @@ def test_7b_script_trains_a_tiny_model_on_two_cpu_processes(tmp_path):
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
     }
     cmd = ["bash", str(SCRIPTS / "script_finetune_7b.sh"), "--use_slow_tokenizer", "False"]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=str(tmp_path))
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"timed out: {' '.join(cmd)}\n{str(err.stdout)[-3000:]}\n{str(err.stderr)[-3000:]}")
+    proc = run(cmd, env=env, timeout=240, cwd=tmp_path, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
     assert summary["strategy"] == "deepspeed" and summary["zero_stage"] == 3 and summary["world_size"] == 2
