@@ -103,6 +103,9 @@ class ExtractiveQA:
 
 def hf_qa_function(model: str, device: str = "auto") -> QAFunction:
     """A `QAFunction` from an HF extractive QA model path or hub id."""
+    from selfrag.pretrained import check_model_path
+
+    check_model_path(model, "--qa_model")
     return ExtractiveQA(model, device)
 
 

@@ -29,7 +29,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from selfrag.errors import ConfigError, SelfRagError
+from selfrag.errors import ConfigError, DataFormatError, SelfRagError
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -134,11 +134,15 @@ def load_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, An
     parser's own types and checked against its choices."""
     import yaml
 
+    from selfrag.data import decode_utf8
+
     try:
-        with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle)
+        with open(path, "rb") as handle:
+            values = yaml.safe_load(decode_utf8(handle.read(), path))
     except OSError as err:
         raise ConfigError(f"--config {path}: cannot read it ({err.strerror})") from err
+    except DataFormatError as err:
+        raise ConfigError(f"--config {err}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"--config {path}: not valid YAML ({err})") from err
     values = {} if values is None else values

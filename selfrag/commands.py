@@ -288,12 +288,17 @@ def rescore(path: Path, metrics: Sequence[str], task: str | None = None) -> dict
     The task (ARC letter parsing, PubHealth true/false) is `task`, else the file's `config.task`. Returns
     `{"file", "task", "items", <metric>: value ...}`.
     """
+    from selfrag.data import read_text, run_config
     from selfrag.metrics import metric_fn
 
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataFormatError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from err
+    text = read_text(path, "result file")
+    data = _result_json(path, text)
+    if isinstance(data, list):  # JSON Lines of per-item records (run_baseline_lm.py --compat original, the original)
+        data = {
+            "preds": [r.get("output") for r in data],
+            "golds": [r.get("golds") for r in data],
+            "config": run_config(path),
+        }
     preds = data.get("preds") if isinstance(data, dict) else None
     golds = data.get("golds") if isinstance(data, dict) else None
     if not isinstance(preds, list) or not isinstance(golds, list) or len(preds) != len(golds):
@@ -311,6 +316,27 @@ def rescore(path: Path, metrics: Sequence[str], task: str | None = None) -> dict
         fn = metric_fn(name, task)
         row[name] = sum(fn(p, g) for p, g in zip(preds, golds)) / len(preds)
     return row
+
+
+def _result_json(path: Path, text: str) -> Any:
+    """One JSON value, or the list of records of a JSON Lines file (one object per line)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        if err.msg != "Extra data":
+            raise DataFormatError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from err
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(f"{path}:{lineno}: not valid JSON Lines ({err.msg})") from err
+        if not isinstance(record, dict):
+            raise DataFormatError(f"{path}:{lineno}: expected one JSON object per line")
+        records.append(record)
+    return records
 
 
 def rescore_markdown(rows: Sequence[dict[str, Any]], metrics: Sequence[str]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,56 @@ from selfrag.errors import ConfigError, DataFormatError
 logger = logging.getLogger(__name__)
 
 
+# ------------------------------------------------------------------------------------------------- text input
+# Every text file a command reads goes through these, so bytes that are not UTF-8 give one message naming the file
+# and line (and what to do) instead of a UnicodeDecodeError traceback.
+
+
+def decode_utf8(raw: bytes, path: str | os.PathLike, lineno: int | None = None) -> str:
+    """`raw` (one line when `lineno` is given, else a whole file) decoded as UTF-8, or a `DataFormatError`
+    `path:line: not valid UTF-8 (...)` naming the line and column of the first bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_start = raw.rfind(b"\n", 0, err.start) + 1
+        line = lineno if lineno is not None else raw.count(b"\n", 0, err.start) + 1
+        column = err.start - line_start + 1
+        raise DataFormatError(
+            f"{path}:{line}: not valid UTF-8 ({err.reason}, byte 0x{raw[err.start]:02x} at column {column}); "
+            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 OLD > NEW)"
+        ) from err
+
+
+def read_text(path: str | os.PathLike, what: str = "input file") -> str:
+    """The whole text of `path` (UTF-8; see `decode_utf8`); a missing file is a `DataFormatError` too."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as err:
+        raise DataFormatError(f"{path}: {what} not found") from err
+    except IsADirectoryError as err:
+        raise DataFormatError(f"{path}: is a folder; expected a {what}") from err
+    return decode_utf8(raw, path)
+
+
+def read_lines(path: str | os.PathLike, what: str = "input file") -> Iterator[tuple[int, str]]:
+    """`(line number, text)` of every line of `path` (numbered from 1, newline kept), decoded one at a time, so a
+    large file is never held whole."""
+    path = Path(path)
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError as err:
+        raise DataFormatError(f"{path}: {what} not found") from err
+    except IsADirectoryError as err:
+        raise DataFormatError(f"{path}: is a folder; expected a {what}") from err
+    with handle:
+        for lineno, raw in enumerate(handle, start=1):
+            yield lineno, decode_utf8(raw, path, lineno)
+
+
+# ------------------------------------------------------------------------------------------------- eval items
+
+
 def load_items(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Load a `.json` list (or `{"data": [...]}`) or a JSON Lines file; each item must be an object."""
     path = Path(path)
@@ -28,7 +78,7 @@ def load_items(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise DataFormatError(f"{path}: input file not found")
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as err:
             raise DataFormatError(
                 f"{path}:{err.lineno}: not valid JSON ({err.msg}); a .json file must hold a list"
@@ -41,18 +91,17 @@ def load_items(path: str | os.PathLike) -> list[dict[str, Any]]:
         locations = [f"{path}: item {i}" for i in range(len(items))]
     else:
         items, locations = [], []
-        with path.open(encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    items.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DataFormatError(
-                        f"{path}:{lineno}: not valid JSON ({err.msg}); JSON Lines needs one object per line "
-                        "(use a .json suffix for a file holding one JSON list)"
-                    ) from err
-                locations.append(f"{path}:{lineno}")
+        for lineno, line in read_lines(path):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataFormatError(
+                    f"{path}:{lineno}: not valid JSON ({err.msg}); JSON Lines needs one object per line "
+                    "(use a .json suffix for a file holding one JSON list)"
+                ) from err
+            locations.append(f"{path}:{lineno}")
     for item, where in zip(items, locations):
         if not isinstance(item, Mapping):
             raise DataFormatError(f"{where}: expected a JSON object, found {type(item).__name__}")
@@ -134,8 +183,7 @@ class JsonlCheckpoint:
         if not self.path.exists():
             return {}
         done: dict[int, dict[str, Any]] = {}
-        with self.path.open(encoding="utf-8") as handle:
-            lines = handle.read().split("\n")
+        lines = read_text(self.path, "checkpoint").split("\n")
         for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -224,10 +272,15 @@ def run_config(path: str | os.PathLike) -> dict[str, Any]:
     run_baseline_lm.py), else the `<path>.config.json` beside it (run_long_form_static.py), else {}."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8")) if path.suffix == ".json" else None
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(read_text(path)) if path.suffix == ".json" else None
+    except (OSError, ValueError):  # unreadable, not UTF-8 (DataFormatError) or not one JSON value: no config there
         data = None
     if isinstance(data, dict) and isinstance(data.get("config"), dict):
         return data["config"]
     side = path.with_name(path.name + ".config.json")
-    return json.loads(side.read_text(encoding="utf-8")) if side.is_file() else {}
+    if not side.is_file():
+        return {}
+    try:
+        return json.loads(read_text(side, "run config"))
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{side}:{err.lineno}: not valid JSON ({err.msg}); delete it or rerun the run") from err

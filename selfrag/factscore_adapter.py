@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from selfrag.alce import generator_of
 from selfrag.cli import flag
-from selfrag.data import clean, load_items, run_config, where, write_json_atomic
+from selfrag.data import clean, load_items, read_text, run_config, where, write_json_atomic
 from selfrag.errors import ConfigError, DataFormatError
 
 logger = logging.getLogger(__name__)
@@ -164,9 +164,7 @@ def read_factscore_output(path: str) -> dict[str, Any]:
     """FactScore's output json: `score` and `respond_ratio` (fractions) are required; `init_score`,
     `num_facts_per_response` and `decisions` are kept when present."""
     try:
-        out = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise DataFormatError(f"{path}: FactScore output not found") from err
+        out = json.loads(read_text(path, "FactScore output"))
     except json.JSONDecodeError as err:
         raise DataFormatError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from err
     if not isinstance(out, dict):

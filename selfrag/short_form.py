@@ -205,6 +205,9 @@ def prompt_tokenizer(model_name: str, backend: GenerationBackend | None) -> Any:
         return backend.tokenizer
     from transformers import AutoTokenizer
 
+    from selfrag.pretrained import check_model_path
+
+    check_model_path(model_name)
     try:
         return AutoTokenizer.from_pretrained(model_name)
     except OSError as err:

@@ -46,6 +46,9 @@ def load_backend(
     max_model_len: int | None = None,
 ) -> GenerationBackend:
     """Build the backend `name` (`hf` or `vllm`) for a model path or hub id."""
+    from selfrag.pretrained import check_model_path
+
+    check_model_path(model_name_or_path)  # a missing local folder: one line naming it, not a hub-id complaint
     if name == "hf":
         from selfrag.backends.hf import HFBackend
 

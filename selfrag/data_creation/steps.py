@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from selfrag.data import ResumableRun, write_json_atomic
+from selfrag.data import ResumableRun, read_lines, read_text, write_json_atomic
 from selfrag.data_creation.critic_infer import Critic, write_items
 from selfrag.data_creation.critic_prompts import critic_input
 from selfrag.errors import ConfigError
@@ -50,7 +50,7 @@ class StepStore:
         self.manifest_path = self.dir / "manifest.json"
         self.fingerprint = json.loads(json.dumps(dict(fingerprint)))
         if self.manifest_path.exists():
-            self.manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            self.manifest = json.loads(read_text(self.manifest_path, "manifest"))
             if self.manifest.get("fingerprint") != self.fingerprint:
                 raise ConfigError(
                     f"{self.dir} holds a run with other settings ({self.manifest.get('fingerprint')}); "
@@ -66,8 +66,7 @@ class StepStore:
 
     def records(self, step: str) -> list[dict[str, Any]]:
         """The records of a finished step, from its file."""
-        text = self.path(step).read_text(encoding="utf-8")
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [json.loads(line) for _, line in read_lines(self.path(step), "step file") if line.strip()]
 
     def run(
         self,

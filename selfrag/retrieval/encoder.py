@@ -189,6 +189,9 @@ class TextEncoder:
         """
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+        from selfrag.pretrained import check_model_path
+
+        check_model_path(model_name_or_path, "encoder")
         device = resolve_device(device)
         declared = sentence_transformers_defaults(model_name_or_path) if Path(model_name_or_path).is_dir() else {}
         pooling = pooling or declared.get("pooling", "mean")

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from selfrag.data import decode_utf8
 from selfrag.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
@@ -189,10 +190,7 @@ class PassageStore:
                 start, position = position, position + len(raw)
                 if lineno % 65536 == 0:
                     bar.update(position - bar.n)
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise DataFormatError(f"{path}:{lineno}: not valid UTF-8 ({err.reason})") from err
+                line = decode_utf8(raw, path, lineno)
                 if path.suffix != ".jsonl" and "\t" in line and '"' not in line:
                     # Fast path for the DPR file: count cells without building the row.
                     if line.count("\t") != TSV_COLUMNS - 1 or line.startswith("id\t"):

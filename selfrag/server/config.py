@@ -134,7 +134,10 @@ def build_search(config: ServerConfig) -> Search | None:
 def build_engine(config: ServerConfig, backend: GenerationBackend | None = None) -> SelfRagEngine:
     """The engine for `config`: the backend (loaded unless given), the retriever and the default options."""
     from selfrag.backends import backend_from_config
+    from selfrag.pretrained import check_model_path
 
+    if backend is None:
+        check_model_path(config.model_name)  # before the passages are embedded, which may take long
     search = build_search(config)
     if backend is None:
         backend = backend_from_config(config)
