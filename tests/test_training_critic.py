@@ -8,12 +8,12 @@ import json
 import math
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from procs import run
 
 from selfrag.errors import ConfigError
 from selfrag.tokens import ALL_TOKENS
@@ -263,11 +263,8 @@ def test_readme_command_under_torchrun_with_fsdp2(base_model_dir, data_file, tmp
         "SELFRAG_LOG_ALL_RANKS": "1",
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=str(tmp_path))
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"torchrun timed out: {' '.join(cmd)}\n{str(err.stdout)[-3000:]}\n{str(err.stderr)[-3000:]}")
-    output = proc.stdout + proc.stderr
+    proc = run(cmd, env=env, timeout=240, cwd=tmp_path, check=False)
+    output = proc.output
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{output[-6000:]}"
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["strategy"] == "fsdp" and summary["world_size"] == 2

@@ -148,8 +148,9 @@ def torchrun_finetune(*args: str, cwd: Path) -> str:
     import importlib.util
     import os
     import socket
-    import subprocess
     import sys
+
+    from procs import run
 
     if importlib.util.find_spec("deepspeed") is None:
         pytest.skip("deepspeed not installed")
@@ -161,10 +162,7 @@ def torchrun_finetune(*args: str, cwd: Path) -> str:
            f"--master_port={port}", str(root / "retrieval_lm" / "finetune.py"), *args]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=str(cwd))
-    if proc.returncode != 0:
-        pytest.fail(f"torchrun exited {proc.returncode}: {' '.join(cmd)}\n{(proc.stdout + proc.stderr)[-6000:]}")
-    return proc.stdout + proc.stderr
+    return run(cmd, env=env, timeout=300, cwd=cwd).output  # fails the test on a non-zero exit
 
 
 def test_lora_zero3_on_two_processes_resumed_inside_an_epoch_matches(base_dir, tmp_path):

@@ -12,13 +12,13 @@ import json
 import math
 import os
 import socket
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from procs import run
 
 from selfrag.prompts import PROMPT_DICT
 from selfrag.tokens import ALL_TOKENS
@@ -101,14 +101,7 @@ def run_torchrun(script: Path, *args: str, cwd: Path) -> str:
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "TOKENIZERS_PARALLELISM": "false",
     }
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT, cwd=str(cwd))
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"torchrun timed out after {TIMEOUT} s: {' '.join(cmd)}\n{str(err.stdout)[-3000:]}")
-    output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        pytest.fail(f"torchrun exited {proc.returncode}: {' '.join(cmd)}\n{output[-6000:]}")
-    return output
+    return run(cmd, env=env, timeout=TIMEOUT, cwd=cwd).output  # fails the test on a non-zero exit
 
 
 LOAD_SCRIPT = textwrap.dedent(
