@@ -15,7 +15,6 @@ import importlib.util
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from procs import serve
 
 from selfrag.data_creation.labels import parse_label
 
@@ -75,23 +75,18 @@ def vllm_server(tmp_path_factory):
         MODEL_NAME, "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "2048",
         "--enforce-eager", "--chat-template", str(template),
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_S
-        while get(base + "/health")[0] != 200:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = (tmp / "server.log").read_text()[-3000:]
-                pytest.fail(f"vllm server did not come up (exit {proc.poll()}):\n{tail}")
-            time.sleep(1)
-        yield base
+        # SIGTERM to the server and the engine process it spawned at the end, SIGKILL after 30 s
+        with serve(cmd, grace=30, env=env, stdout=log, stderr=subprocess.STDOUT) as proc:
+            deadline = time.monotonic() + STARTUP_S
+            while get(base + "/health")[0] != 200:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = (tmp / "server.log").read_text()[-3000:]
+                    pytest.fail(f"vllm server did not come up (exit {proc.poll()}):\n{tail}")
+                time.sleep(1)
+            yield base
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and the engine process it spawned
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
         log.close()
 
 
