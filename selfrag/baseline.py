@@ -427,7 +427,7 @@ def prepare_items(config: BaselineConfig) -> PreparedItems:
 def load_baseline_backend(config: BaselineConfig) -> GenerationBackend:
     """The backend named by `config.backend` (already resolved from `auto`)."""
     if config.backend == "openai":
-        from selfrag.backends.openai_chat import OpenAIBackend, resolve_api_key
+        from selfrag.backends.openai_chat import OpenAIBackend, api_key_source, resolve_api_key
 
         return OpenAIBackend(
             config.model_name,
@@ -438,6 +438,8 @@ def load_baseline_backend(config: BaselineConfig) -> GenerationBackend:
             max_retries=config.max_retries,
             retry_base_delay=config.retry_base_delay,
             timeout=config.request_timeout,
+            key_source=api_key_source(config.api_key, config.base_url),
+            model_flag="--model_name",
         )
     return load_backend(
         config.backend,

@@ -21,3 +21,8 @@ class VocabError(SelfRagError, ValueError):
 
 class BackendError(SelfRagError, RuntimeError):
     """A generation backend cannot be loaded or used as asked."""
+
+
+class AccessError(BackendError):
+    """An API refused the key (401), the access (403) or the model (404): not transient, so the run stops at the
+    first one instead of retrying or recording it as a failed item."""

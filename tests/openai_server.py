@@ -6,6 +6,11 @@ tokens = words of the reply). Faults:
 - `failures`: consumed one per request before answering: an HTTP status (429 carries `Retry-After: 0`) or
   `"stall"` (sleep `stall_s`, longer than the client's timeout, then answer);
 - `always_fail`: `(substring, status)`: every request whose user message contains `substring` gets `status`.
+Access, checked before any fault, with OpenAI's error bodies:
+- `api_key`: a request whose `Authorization` is not `Bearer <api_key>` gets 401 `invalid_api_key`, whose message
+  quotes the key it got, masked as OpenAI does (`sk-ab***yz`), so tests can check that it is never repeated;
+- `forbidden`: models the key may not use: 403 `model_not_allowed`;
+- `models`: the models served; any other gets 404 `model_not_found`.
 `requests` records every request received (`answered` only those that got a 200 reply, i.e. the paid ones).
 """
 
@@ -26,8 +31,12 @@ class JudgeServer:
         always_fail: tuple[str, int] | None = None,
         stall_s: float = 1.0,
         delay_s: float = 0.0,
+        api_key: str | None = None,
+        forbidden: frozenset[str] = frozenset(),
+        models: frozenset[str] | None = None,
     ):
         self.reply = reply
+        self.api_key, self.forbidden, self.models = api_key, forbidden, models
         self.failures = list(failures)
         self.always_fail = always_fail
         self.stall_s, self.delay_s = stall_s, delay_s
@@ -56,6 +65,9 @@ class JudgeServer:
                 try:
                     if self.path not in ("/v1/chat/completions", "/v1/completions"):
                         return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    refused = self._access(body.get("model"))
+                    if refused is not None:
+                        return self._send(*refused)
                     if failure == "stall":
                         time.sleep(server.stall_s)
                         return self._send(200, self._completion(body, "stalled"))  # the client gave up already
@@ -73,6 +85,20 @@ class JudgeServer:
                 finally:
                     with server.lock:
                         server.in_flight -= 1
+
+            def _access(self, model):
+                """(status, OpenAI error body) when the key, the access or the model is refused, else None."""
+                sent = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+                if server.api_key is not None and sent != server.api_key:
+                    masked = sent[:5] + "*" * max(len(sent) - 7, 0) + sent[-2:] if len(sent) > 7 else sent
+                    message = f"Incorrect API key provided: {masked}. You can find your API key in your account."
+                    return 401, _error(message, "invalid_api_key")
+                if model in server.forbidden:
+                    return 403, _error(f"Your key may not use the model `{model}`.", "model_not_allowed")
+                if server.models is not None and model not in server.models:
+                    message = f"The model `{model}` does not exist or you do not have access to it."
+                    return 404, _error(message, "model_not_found")
+                return None
 
             def _completion(self, body, text):
                 if "messages" in body:
@@ -129,3 +155,7 @@ class JudgeServer:
 
     def bodies(self) -> list[dict]:
         return [r["body"] for r in self.requests]
+
+
+def _error(message: str, code: str) -> dict:
+    return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}

@@ -207,6 +207,22 @@ def test_client_errors_are_not_retried(tmp_path, caplog):
     assert "refused the request for 'gpt-3.5-turbo': AuthenticationError 401" in caplog.text
 
 
+def test_a_rejected_key_stops_after_one_request_with_one_line(tmp_path, caplog):
+    """Three items and 8 requests allowed in flight: the first request goes alone, its 401 stops the run with one
+    line naming the endpoint, the model and where the key came from, never the key (OpenAI's 401 quotes it)."""
+    with JudgeServer(answer_for, api_key="sk-the-right-one") as server, caplog.at_level(logging.INFO):
+        assert script.run_main(script.main, api_args(server, tmp_path, "--concurrency", "8")) == 2
+    assert len(server.requests) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        f"AccessError: {server.base_url} refused the request for 'gpt-3.5-turbo': AuthenticationError 401: the API "
+        "key was rejected; the key comes from --api_key (given on the command line); fix the key and rerun the "
+        "same command"
+    ]
+    assert "sk-te" not in caplog.text
+    assert not (tmp_path / "out.json").exists() and not (tmp_path / "out.json.partial.jsonl").exists()
+
+
 def test_concurrency_limit_holds(tmp_path):
     items = [{"question": f"Question {i}?", "answers": ["x"]} for i in range(6)]
     with JudgeServer(answer_for, delay_s=0.1) as server:

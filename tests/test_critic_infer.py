@@ -158,6 +158,32 @@ def test_judge_critic_against_a_real_server_sends_each_request_once(tmp_path):
         cache.close()
 
 
+def test_judge_critic_stops_at_a_refused_key(tmp_path):
+    pytest.importorskip("openai")
+    from openai_server import JudgeServer
+
+    from selfrag.data_creation.judge import JudgeCache, judge_client
+    from selfrag.errors import AccessError
+
+    with JudgeServer(lambda content: "[Relevant]", api_key="sk-right-key-000") as server:
+        config = RewardConfig(
+            input_file="unused.jsonl",
+            result_fp="unused.json",
+            task="relevance",
+            judge_model="judge",
+            base_url=server.base_url,
+            api_key="sk-wrong-key-111",
+        )
+        cache = JudgeCache(tmp_path / "cache.sqlite")
+        critic = JudgeCritic(judge_client("judge", config, "--judge_model"), cache, model="judge", concurrency=4)
+        with pytest.raises(
+            AccessError, match=r"refused the request for 'judge': AuthenticationError 401: the API key was rejected"
+        ):
+            critic.predict("relevance", [ITEMS[0], ITEMS[1], ITEMS[2]])
+        assert len(server.requests) == 1 and len(cache) == 0
+        cache.close()
+
+
 # ---------------------------------------------------------------------------------------- run_reward_vllm.py
 
 

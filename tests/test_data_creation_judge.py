@@ -341,3 +341,90 @@ def test_duplicate_requests_in_one_batch_are_paid_once(tmp_path):
             3,
         )
         assert [r["label"] for r in read_jsonl(config.output_file)] == LABELS * 3
+
+
+# ------------------------------------------------------------------------------ refused key / access / model
+
+RIGHT_KEY, WRONG_KEY = "sk-right-0123456789", "sk-wrong-9876543210"
+ACCESS_CASES = {  # status -> (server settings, what the one line says after the endpoint)
+    401: (
+        {"api_key": RIGHT_KEY},
+        "refused the request for 'gpt-4': AuthenticationError 401: the API key was rejected; the key comes from "
+        "--api_key (given on the command line); fix the key and rerun the same command",
+    ),
+    403: (
+        {"forbidden": frozenset({"gpt-4"})},
+        "refused the request for 'gpt-4': PermissionDeniedError 403: the key has no access to this model or "
+        "endpoint; the key comes from --api_key (given on the command line); use a key with access, or another "
+        "--model; the server said: Your key may not use the model `gpt-4`.",
+    ),
+    404: (
+        {"models": frozenset({"gpt-4o"})},
+        "refused the request for 'gpt-4': NotFoundError 404: no such model at this endpoint (or a wrong base URL); "
+        "check --model and the base URL (GET {url}/models lists the models); the server said: The model `gpt-4` "
+        "does not exist or you do not have access to it.",
+    ),
+}
+
+
+@pytest.mark.parametrize("status", sorted(ACCESS_CASES))
+def test_a_refused_key_access_or_model_stops_at_the_first_request(tmp_path, status):
+    from selfrag.errors import AccessError
+
+    settings, says = ACCESS_CASES[status]
+    with JudgeServer(reply, **settings) as server:
+        config = make_config(tmp_path, server, api_key=WRONG_KEY, concurrency=4)
+        url = server.base_url
+        with pytest.raises(AccessError) as info:
+            label_items(config)
+        assert str(info.value) == f"{url} {says}".replace("{url}", url)
+        assert "\n" not in str(info.value) and "sk-wr" not in str(info.value) and WRONG_KEY not in str(info.value)
+        # one request, not one per item or per worker; nothing recorded as done, failed or paid
+        assert len(server.requests) == 1 and server.answered == []
+        for suffix in ("", ".rejects.jsonl", ".partial.jsonl", ".usage.json"):
+            assert not Path(config.output_file + suffix).exists(), suffix
+        cache = JudgeCache(config.output_file + ".cache.sqlite")
+        assert len(cache) == 0
+        cache.close()
+
+        # Fixed (the right key, access granted, the model served): the rerun labels everything, nothing skipped.
+        server.api_key, server.forbidden, server.models = None, frozenset(), None
+        summary = label_items(config)
+        assert (summary["labelled"], summary["rejected"], summary["failed"], summary["resumed"]) == (3, 1, 0, 0)
+        assert len(server.requests) == 1 + 4
+        check_nothing_lost(config, 3, 1)
+
+
+def test_transient_errors_before_the_first_answer_are_still_retried(tmp_path):
+    """The first request goes alone, but a 429 or 503 on it is retried as before, not taken for a refused key."""
+    with JudgeServer(reply, failures=[429, 503]) as server:
+        config = make_config(tmp_path, server, concurrency=4)
+        summary = label_items(config)
+        assert (summary["labelled"], summary["failed"], summary["requests_paid"]) == (3, 0, 4)
+        assert len(server.requests) == 2 + 4
+
+
+def test_refused_key_from_the_environment_as_a_process(tmp_path):
+    """critic_label.py with a rejected OPENAI_API_KEY: exit status 2, one line on stderr naming the endpoint, the
+    model and the variable (not the key), no traceback, no output files."""
+    import os
+    import sys
+
+    from procs import run
+
+    input_file = write_items(tmp_path / "in.jsonl", ITEMS)
+    out = tmp_path / "rel.jsonl"
+    env = {**os.environ, "OPENAI_API_KEY": WRONG_KEY}
+    with JudgeServer(reply, api_key=RIGHT_KEY) as server:
+        cmd = [sys.executable, ROOT / "data_creation" / "critic_label.py", "--aspect", "relevance"]
+        cmd += ["--input_file", input_file, "--output_file", out, "--base_url", server.base_url]
+        done = run(cmd, env=env, timeout=120, cwd=tmp_path, check=False)
+        assert done.returncode == 2
+        assert len(server.requests) == 1
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert [e.split(" ERROR selfrag: ", 1)[1] for e in errors] == [
+        f"AccessError: {server.base_url} refused the request for 'gpt-4': AuthenticationError 401: the API key was "
+        "rejected; the key comes from the OPENAI_API_KEY variable; fix the key and rerun the same command"
+    ]
+    assert "Traceback" not in done.stderr and "sk-wr" not in done.stderr + done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "rel.jsonl.cache.sqlite", "rel.jsonl.config.yaml"]

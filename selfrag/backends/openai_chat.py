@@ -7,7 +7,9 @@ The original baseline script called `openai.ChatCompletion` / `openai.Completion
   `api="completions"`: each prompt is sent as is to `/v1/completions` (instruct / base models).
 - any `base_url` (default: the client's, i.e. OPENAI_BASE_URL or api.openai.com);
 - retries with exponential backoff (and the server's `Retry-After`) on 408 / 409 / 429 / 5xx, timeouts and
-  dropped connections; other errors (400, 401, 404, ...) stop at once with the server's message;
+  dropped connections; other errors stop at once: 401 / 403 / 404 (a refused key, no access, an unknown model) as
+  an `AccessError` of one line naming the endpoint, the model and where the key came from (never the key), the
+  rest (400, ...) with the server's message;
 - at most `concurrency` requests in flight.
 
 An API returns text only: `Generation.step_logprobs` is empty, so this backend cannot run Self-RAG's critique
@@ -19,13 +21,14 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from selfrag.backends.base import Generation, GenerationBackend, GenParams
-from selfrag.errors import BackendError, ConfigError
+from selfrag.errors import AccessError, BackendError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +47,12 @@ def resolve_api_key(value: str | None, base_url: str | None = None) -> str:
     """
     if value:
         if os.path.isfile(value):
-            with open(value, encoding="utf-8") as handle:
-                key = handle.read().strip()
+            with open(value, "rb") as handle:
+                raw = handle.read()
+            try:
+                key = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as err:  # no byte of it in the message: it is a secret
+                raise ConfigError(f"--api_key file {value} is not UTF-8 text; write the key alone in it") from err
             if not key:
                 raise ConfigError(f"--api_key file {value} is empty")
             return key
@@ -61,6 +68,27 @@ def resolve_api_key(value: str | None, base_url: str | None = None) -> str:
         logger.info("no API key given; sending %r to %s", NO_KEY, base_url)
         return NO_KEY
     raise ConfigError("the OpenAI API needs a key: set OPENAI_API_KEY, or pass --api_key KEY or --api_key FILE")
+
+
+def api_key_source(value: str | None, base_url: str | None = None, flag: str = "--api_key") -> str:
+    """Where `resolve_api_key(value, base_url)` takes the key from, in words, for error messages: the flag (and the
+    key file's path), the OPENAI_API_KEY variable, or the placeholder. Never the key itself."""
+    if value:
+        return f"{flag} {value} (a key file)" if os.path.isfile(value) else f"{flag} (given on the command line)"
+    if os.environ.get("OPENAI_API_KEY", "").strip():
+        return "the OPENAI_API_KEY variable"
+    if base_url:
+        return f"no key was given, so the placeholder {NO_KEY!r} was sent: set OPENAI_API_KEY or pass {flag}"
+    return "OPENAI_API_KEY (not set)"
+
+
+# What 401 / 403 / 404 mean for a request to an OpenAI-compatible API.
+ACCESS_PROBLEMS = {
+    401: "the API key was rejected",
+    403: "the key has no access to this model or endpoint",
+    404: "no such model at this endpoint (or a wrong base URL)",
+}
+_KEY_LIKE = re.compile(r"\b(?:sk-|Bearer\s+)[A-Za-z0-9*._-]{3,}")  # OpenAI-style keys, quoted or masked
 
 
 def _openai() -> Any:
@@ -85,6 +113,8 @@ class OpenAIBackend(GenerationBackend):
             capped at `max_retry_delay`. A `Retry-After` header from the server takes precedence.
         timeout: seconds before one request is abandoned (and retried).
         client: a ready `openai.OpenAI` client (tests); built from the other arguments when None.
+        key_source: where the key came from, in words (`api_key_source`), for the message of a refused key.
+        model_flag: the flag that names the model (`--model_name`, `--model`), for the message of an unknown model.
     """
 
     tokenizer = None
@@ -101,6 +131,8 @@ class OpenAIBackend(GenerationBackend):
         max_retry_delay: float = 60.0,
         timeout: float = 60.0,
         client: Any | None = None,
+        key_source: str | None = None,
+        model_flag: str = "--model_name",
     ) -> None:
         if api not in ("chat", "completions"):
             raise ConfigError(f"unknown OpenAI API {api!r}; choose 'chat' or 'completions'")
@@ -115,6 +147,9 @@ class OpenAIBackend(GenerationBackend):
             api_key=api_key or resolve_api_key(None, base_url), base_url=base_url, timeout=timeout, max_retries=0
         )
         self.base_url = str(self.client.base_url)
+        self.key_source = key_source or api_key_source(None, base_url)
+        self.model_flag = model_flag
+        self._answered = False  # whether the endpoint has answered a request of `generate` (key and model work)
         self._jitter = random.Random(0)
 
     def generate(self, prompts: Sequence[str], params: GenParams) -> list[Generation]:
@@ -125,9 +160,14 @@ class OpenAIBackend(GenerationBackend):
             )
         if not prompts:
             return []
-        workers = min(self.concurrency, len(prompts))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai") as pool:
-            texts = list(pool.map(lambda prompt: self._with_retries(prompt, params), prompts))
+        texts = []
+        if not self._answered:  # the first request goes alone: a refused key or unknown model costs one request
+            texts.append(self._with_retries(prompts[0], params))
+            self._answered = True
+        rest = prompts[len(texts) :]
+        if rest:
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(rest)), thread_name_prefix="openai") as pool:
+                texts.extend(pool.map(lambda prompt: self._with_retries(prompt, params), rest))
         return [Generation(text=text, token_ids=[], cumulative_logprob=0.0) for text in texts]
 
     def request_kwargs(self, prompt: str, params: GenParams) -> dict[str, Any]:
@@ -164,6 +204,27 @@ class OpenAIBackend(GenerationBackend):
             raise BackendError(f"{self.base_url}: the response has no choices")
         return response.choices[0].text or ""
 
+    def access_error(self, status: int, err: Exception) -> AccessError:
+        """The one-line error for a 401 / 403 / 404: endpoint, model, what it means, where the key came from and
+        what to do. The server's own message is left out for 401 (OpenAI's quotes part of the key); for 403 / 404
+        it follows with anything key-like masked."""
+        url = self.base_url.rstrip("/")
+        message = f"{url} refused the request for {self.model!r}: {type(err).__name__} {status}: "
+        message += ACCESS_PROBLEMS[status] + "; "
+        if status == 401:
+            message += f"the key comes from {self.key_source}; fix the key and rerun the same command"
+        elif status == 403:
+            message += f"the key comes from {self.key_source}; use a key with access, or another {self.model_flag}"
+        else:
+            message += f"check {self.model_flag} and the base URL (GET {url}/models lists the models)"
+        server = _server_message(err)
+        if server and status != 401:
+            key = str(getattr(self.client, "api_key", "") or "")
+            if len(key) >= 4:
+                server = server.replace(key, "<key>")
+            message += f"; the server said: {_KEY_LIKE.sub('<key>', server)}"
+        return AccessError(message)
+
     def _retryable(self, err: Exception) -> bool:
         if isinstance(err, self.openai.APIConnectionError):  # includes APITimeoutError
             return True
@@ -191,6 +252,8 @@ class OpenAIBackend(GenerationBackend):
             except self.openai.OpenAIError as err:
                 status = getattr(err, "status_code", None)
                 what = f"{type(err).__name__}" + (f" {status}" if status else "")
+                if status in ACCESS_PROBLEMS:
+                    raise self.access_error(status, err) from None  # the chained error would repeat the key's text
                 if not self._retryable(err):
                     raise BackendError(
                         f"{self.base_url} refused the request for {self.model!r}: {what}: {err}"
@@ -206,3 +269,15 @@ class OpenAIBackend(GenerationBackend):
                 )
                 time.sleep(delay)
         raise AssertionError("unreachable")
+
+
+def _server_message(err: Exception) -> str:
+    """The `error.message` of an OpenAI-style error body, on one line and at most 200 characters."""
+    body = getattr(err, "body", None)
+    message = body.get("message") if isinstance(body, dict) else None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        message = body["error"].get("message")
+    if not isinstance(message, str):
+        return ""
+    message = " ".join(message.split())
+    return message if len(message) <= 200 else message[:197] + "..."

@@ -165,9 +165,10 @@ class JudgeCritic(_Counting):
         self.model, self.max_tokens, self.temperature = model, max_tokens, temperature
         self.concurrency = concurrency
         self.usage = Counter()
+        self.sender: Any = None  # a judge.JudgeSender per aspect: one request at a time until one is answered
 
     def predict_raw(self, aspect: str, items: list[dict]) -> list[CriticPrediction]:
-        from selfrag.data_creation.judge import _label_one, cache_key, request_body
+        from selfrag.data_creation.judge import JudgeSender, _label_one, cache_key, request_body
 
         get_aspect(aspect)
         bodies = [
@@ -182,8 +183,11 @@ class JudgeCritic(_Counting):
         def label(i: int) -> dict[str, Any]:
             return _label_one(i, bodies[i], aspect, self.client, self.cache)
 
+        if self.sender is None or self.sender.aspect != aspect:
+            self.sender = JudgeSender(aspect, self.client, self.cache)
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge-critic") as pool:
-            by_index = {r["index"]: r for r in pool.map(label, first)}
+            # a refused key or unknown model (AccessError) stops here, after one request
+            by_index = {r["index"]: r for r in self.sender.many(pool, [(i, bodies[i]) for i in first])}
         by_index.update((i, label(i)) for i in range(len(items)) if i not in by_index)
         records = [by_index[i] for i in range(len(items))]
         out = []
@@ -269,7 +273,7 @@ def open_critic(
 
                 cache = JudgeCache(config.cache_file or default_cache)
                 stack.callback(cache.close)
-                client = judge_client(config.judge_model, config)
+                client = judge_client(config.judge_model, config, model_flag="--judge_model")
                 return JudgeCritic(client, cache, config.judge_model, concurrency=config.concurrency)
             loaded = stack.enter_context(open_backend(config, backend))
             return ModelCritic(loaded, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)

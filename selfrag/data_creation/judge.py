@@ -10,6 +10,10 @@ This replaces the original `dc/critic/gpt4_reward/chatgpt_*.py` scripts (openai 
   (identical requests in one run are sent once);
 - resume through a `JsonlCheckpoint` (`<output>.partial.jsonl`); requests that still fail after all retries are
   written to the rejects file *and* retried by the next run (rerun the same command);
+- a refused key (401), no access (403) or an unknown model (404) is not transient: the run stops at the first one
+  with one line naming the endpoint, the model and where the key came from (`AccessError`), records nothing for it
+  (no cache entry, no checkpoint line, no output) and exits non-zero. Until one request has been answered, requests
+  go one at a time, so a bad key or model name costs one request, not `concurrency`;
 - `dry_run`: a cost estimate before anything is sent (prompt tokens ~ characters / 4, plus a per-request
   overhead; completion tokens = `est_output_tokens` per request; only requests not in the cache count);
 - after a run, the real token usage reported by the server, summed over the requests paid in this run;
@@ -33,12 +37,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from selfrag.backends.openai_chat import OpenAIBackend, resolve_api_key
+from selfrag.backends.openai_chat import OpenAIBackend, api_key_source, resolve_api_key
 from selfrag.cli import flag
 from selfrag.data import JsonlCheckpoint, clean, load_items, write_json_atomic
 from selfrag.data_creation.critic_prompts import ASPECTS, judge_messages
 from selfrag.data_creation.labels import parse_label
-from selfrag.errors import BackendError, ConfigError
+from selfrag.errors import AccessError, BackendError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -145,9 +149,10 @@ class JudgeClient(OpenAIBackend):
         return self._with_retries(body, None)  # type: ignore[arg-type]
 
 
-def judge_client(model: str, config: Any) -> JudgeClient:
+def judge_client(model: str, config: Any, model_flag: str = "--model") -> JudgeClient:
     """A `JudgeClient` for `model` with `config`'s connection settings (base_url, api_key, concurrency, retries,
-    timeout): `CriticLabelConfig` and the critic-inference config share them."""
+    timeout): `CriticLabelConfig` and the critic-inference config share them. `model_flag` names the flag that set
+    the model, for the message of an unknown model."""
     return JudgeClient(
         model,
         base_url=config.base_url,
@@ -156,6 +161,8 @@ def judge_client(model: str, config: Any) -> JudgeClient:
         max_retries=config.max_retries,
         retry_base_delay=config.retry_base_delay,
         timeout=config.timeout,
+        key_source=api_key_source(config.api_key, config.base_url),
+        model_flag=model_flag,
     )
 
 
@@ -221,6 +228,8 @@ def _label_one(index: int, body: dict[str, Any], aspect: str, client: JudgeClien
         assert client is not None
         try:
             reply = client.complete(body)
+        except AccessError:
+            raise  # not transient: the run stops, nothing is recorded for this item
         except BackendError as err:
             return {"index": index, "status": "failed", "reason": f"request failed: {err}", "cached": False}
         cache.put(key, body, reply)
@@ -238,6 +247,40 @@ def _label_one(index: int, body: dict[str, Any], aspect: str, client: JudgeClien
     else:
         record["reason"] = parsed.reason
     return record
+
+
+class JudgeSender:
+    """Sends the judge requests of one run: one at a time until the endpoint has answered one (so a refused key or
+    an unknown model costs a single request), then `concurrency` at a time; after an `AccessError` no further
+    request is sent and the error reaches the caller."""
+
+    def __init__(self, aspect: str, client: JudgeClient | None, cache: JudgeCache) -> None:
+        self.aspect, self.client, self.cache = aspect, client, cache
+        self.stopped = threading.Event()
+        self.answered = False  # the endpoint took the key and the model once
+
+    def one(self, index: int, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The record of one request (None when an `AccessError` stopped the run before it was sent)."""
+        if self.stopped.is_set():
+            return None
+        try:
+            record = _label_one(index, body, self.aspect, self.client, self.cache)
+        except AccessError:
+            self.stopped.set()
+            raise
+        if record["status"] != "failed" and not record["cached"]:
+            self.answered = True
+        return record
+
+    def many(self, pool: ThreadPoolExecutor, requests: Sequence[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Records of `(index, body)` requests, in their order."""
+        records = []
+        position = 0
+        while position < len(requests) and not self.answered:
+            records.append(self.one(*requests[position]))
+            position += 1
+        records.extend(pool.map(lambda request: self.one(*request), requests[position:]))
+        return records
 
 
 def label_items(config: CriticLabelConfig, client: JudgeClient | None = None) -> dict[str, Any]:
@@ -277,6 +320,7 @@ def label_items(config: CriticLabelConfig, client: JudgeClient | None = None) ->
             client = judge_client(config.model, config)
         new: list[dict[str, Any]] = []
         batch_size = config.concurrency * 4
+        sender = JudgeSender(aspect, client, cache)
         with ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="judge") as pool:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
@@ -285,7 +329,7 @@ def label_items(config: CriticLabelConfig, client: JudgeClient | None = None) ->
                 for i in batch:
                     firsts.setdefault(cache_key(bodies[i]), i)
                 first = set(firsts.values())
-                records = list(pool.map(lambda i: _label_one(i, bodies[i], aspect, client, cache), sorted(first)))
+                records = sender.many(pool, [(i, bodies[i]) for i in sorted(first)])
                 records += [_label_one(i, bodies[i], aspect, client, cache) for i in batch if i not in first]
                 records.sort(key=lambda r: r["index"])
                 checkpoint.append(records)
