@@ -2,7 +2,7 @@
 
 `python -m selfrag.quickstart` (or `selfrag quickstart`) runs the demo (`run`); `python -m selfrag.quickstart.build`
 rebuilds the adapter (`build`); `facts` is the corpus and the questions, `data` the training data, `evaluate` the
-held-out measurement of the reflection tokens.
+held-out measurement of the reflection tokens, `export` the generator as a plain HF folder (`--export DIR`).
 """
 
 

@@ -5,8 +5,11 @@
    this project trained on data its own pipeline made (`python -m selfrag.quickstart.build` rebuilds it);
 3. per question: the model decides whether to retrieve (p([Retrieval]) against --threshold), answers once per
    retrieved passage, critiques each answer with IsRel / IsSup / IsUse, and the best-scored answer wins;
-4. print every candidate with its reflection tokens and scores, and the answer with its citation; write the
-   records to --output_file.
+4. print every candidate with its reflection tokens and scores, and the answer with its citation, marked when the
+   model judged the cited passage irrelevant or not fully supporting; write the records to --output_file.
+
+`--export DIR` instead writes the generator as a plain HF folder with the corpus and held-out questions
+(`selfrag.quickstart.export`), for run_short_form.py and `selfrag serve`.
 
 `--model_name selfrag/selfrag_llama2_7b --backend vllm` runs the same loop with the paper's model where the hub and
 a GPU are available.
@@ -62,6 +65,7 @@ class QuickstartConfig:
         "Instead of answering: write the quickstart model (adapter merged, reflection tokens in the tokenizer) as a "
         "plain HF folder to this path, with the corpus (passages.tsv) and held-out questions (questions.jsonl).",
         default="",
+        metadata={"metavar": "DIR"},
     )
 
     def __post_init__(self) -> None:
