@@ -38,6 +38,10 @@ def test_export_refuses_a_folder_that_holds_something_else(tmp_path):
     assert _prepare(earlier) == tmp_path / "earlier.tmp"
     (tmp_path / "empty").mkdir()
     assert _prepare(tmp_path / "empty") == tmp_path / "empty.tmp"
+    # a failed export leaves neither the folder nor its scratch copy
+    with pytest.raises(ConfigError, match="no quickstart adapter in"):
+        export(tmp_path / "new", adapter_dir=tmp_path / "empty")
+    assert not (tmp_path / "new").exists() and not (tmp_path / "new.tmp").exists()
 
 
 def test_export_flags_that_do_not_fit_are_refused():

@@ -100,29 +100,33 @@ def export(
     """
     out = Path(out_dir).resolve()
     tmp = _prepare(out)
-    import torch
+    try:
+        import torch
 
-    model, tokenizer = generator or world.load_generator(adapter_dir, base_model)
-    model.to(getattr(torch, dtype)).save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    passages = facts.passages()
-    write_passages(tmp / PASSAGES_FILE, passages)
-    retriever = retriever or world.build_retriever(passages)
-    items = eval_items(retriever, ndocs)
-    with (tmp / QUESTIONS_FILE).open("w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
-    card = CARD.format(
-        dtype=dtype,
-        passages=PASSAGES_FILE,
-        questions=QUESTIONS_FILE,
-        n_passages=len(passages),
-        n_questions=len(items),
-        ndocs=ndocs,
-        folder=out,
-    )
-    (tmp / "README.md").write_text(card, encoding="utf-8")
-    marker = {"adapter_dir": str(adapter_dir), "base_model": world.base_model_path(base_model), "dtype": dtype}
-    (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+        model, tokenizer = generator or world.load_generator(adapter_dir, base_model)
+        model.to(getattr(torch, dtype)).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        passages = facts.passages()
+        write_passages(tmp / PASSAGES_FILE, passages)
+        retriever = retriever or world.build_retriever(passages)
+        items = eval_items(retriever, ndocs)
+        with (tmp / QUESTIONS_FILE).open("w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
+        card = CARD.format(
+            dtype=dtype,
+            passages=PASSAGES_FILE,
+            questions=QUESTIONS_FILE,
+            n_passages=len(passages),
+            n_questions=len(items),
+            ndocs=ndocs,
+            folder=out,
+        )
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        marker = {"adapter_dir": str(adapter_dir), "base_model": world.base_model_path(base_model), "dtype": dtype}
+        (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written folder is left behind
+        raise
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
