@@ -80,6 +80,10 @@ class CountingBackend(GenerationBackend):
             self.calls.append(list(prompts))
         return self.inner.generate(prompts, params)
 
+    @property
+    def context_length(self):
+        return self.inner.context_length
+
 
 class ServerThread:
     """uvicorn serving `app` on a free 127.0.0.1 port, in a daemon thread."""
@@ -342,6 +346,92 @@ def test_bad_json_and_openai_client_errors(served):
         served["client"].completions.create(model=MODEL, prompt="q", max_tokens=-1)
     assert "'max_tokens' must be at least 1" in str(info.value)
     assert httpx.get(served["base"] + "/v1/nothing").json()["error"]["code"] == "404"
+
+
+def test_oversized_and_out_of_range_requests_are_refused_at_once_and_a_normal_one_answers(served):
+    """A 5 MB body gets 413, a prompt beyond the model's context or a max_tokens beyond what it leaves get 400, each
+    at once (OpenAI's error body) and without reaching the queue; a normal request right after answers in time."""
+    base, engine = served["base"], served["engine"]
+    tokenizer = served["backend"].tokenizer
+    context = served["backend"].inner.context_length
+    assert engine.context_length == context == 2048  # the tiny Llama's max_position_embeddings
+    batches = len(engine.batches)
+
+    def post(path, body, **kwargs):
+        start = time.monotonic()
+        response = httpx.post(base + path, timeout=15, **kwargs, **({"json": body} if body is not None else {}))
+        assert time.monotonic() - start < 15
+        return response, response.json()["error"]
+
+    huge = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Paris " * 900_000}]}).encode()
+    response, error = post("/v1/chat/completions", None, content=huge, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and error["code"] == "request_too_large"
+    assert error["message"] == (
+        f"the request body is {len(huge)} bytes; this server takes at most {4 * 1024 * 1024} bytes "
+        "(selfrag serve --max_request_bytes)"
+    )
+
+    long_text = "Paris is the capital of France. " * 600
+    prompt_tokens = len(tokenizer(format_prompt(long_text))["input_ids"])
+    assert prompt_tokens > context
+    response, error = post("/v1/chat/completions", {"messages": [{"role": "user", "content": long_text}]})
+    assert response.status_code == 400 and (error["param"], error["code"]) == ("messages", "context_length_exceeded")
+    assert error["message"] == (
+        f"the prompt is {prompt_tokens} tokens; this model's context is 2048 tokens (prompt and completion "
+        "together): shorten it"
+    )
+    # a prompt far beyond the context is measured by a prefix, not tokenized whole
+    response, error = post("/v1/completions", {"prompt": long_text * 20})
+    assert response.status_code == 400 and error["param"] == "prompt"
+    assert (
+        error["message"].startswith("the prompt is more than ") and "this model's context is 2048" in error["message"]
+    )
+
+    question = QUESTIONS[5]
+    asked = len(tokenizer(format_prompt(question))["input_ids"])
+    for key in ("max_tokens", "max_completion_tokens"):
+        response, error = post("/v1/completions", {"prompt": question, key: 10**9})
+        assert response.status_code == 400 and (error["param"], error["code"]) == (key, "context_length_exceeded")
+        assert error["message"] == (
+            f"'{key}' is 1000000000, but this model's context is 2048 tokens and the prompt takes {asked}: at most "
+            f"{2048 - asked} are left for the completion"
+        )
+    ctxs = [{"title": "Long", "text": long_text}]
+    response, error = post("/v1/completions", {"prompt": question, "selfrag": {"ctxs": ctxs}})
+    assert response.status_code == 400 and error["message"].startswith("the prompt with its longest passage is ")
+    assert len(engine.batches) == batches  # nothing above was queued
+
+    start = time.monotonic()
+    answer = served["client"].with_options(timeout=20).completions.create(model=MODEL, prompt=question, max_tokens=4)
+    assert time.monotonic() - start < 20 and answer.choices[0].finish_reason in ("stop", "length")
+    assert len(engine.batches) == batches + 1
+
+
+def test_request_size_limit_is_configurable_and_counts_chunked_bodies(hf_backend):
+    from selfrag.cli import parse_config
+
+    assert parse_config(ServerConfig, ["--model_name", "m"]).max_request_bytes == 4 * 1024 * 1024
+    with pytest.raises(ConfigError, match="--max_request_bytes must be at least 1024; got 10"):
+        parse_config(ServerConfig, ["--model_name", "m", "--max_request_bytes", "10"])
+    engine = SelfRagEngine(hf_backend, MODEL, None, DEFAULTS)
+    with ServerThread(create_app(engine, max_request_bytes=2048)) as server:
+        url = f"http://127.0.0.1:{server.port}/v1/completions"
+        body = json.dumps({"prompt": "x" * 3000, "selfrag": {"mode": "no_retrieval"}}).encode()
+
+        def chunks():  # no Content-Length: the server counts as the body arrives
+            for start in range(0, len(body), 500):
+                yield body[start : start + 500]
+
+        for content in (body, chunks()):
+            response = httpx.post(url, content=content, headers={"Content-Type": "application/json"}, timeout=15)
+            assert response.status_code == 413
+            assert response.json()["error"]["message"] == (
+                f"the request body is {len(body)} bytes; this server takes at most 2048 bytes "
+                "(selfrag serve --max_request_bytes)"
+            )
+        small = {"prompt": "Who wrote Hamlet?", "max_tokens": 3, "selfrag": {"mode": "no_retrieval"}}
+        assert httpx.post(url, json=small, timeout=60).status_code == 200
+    assert engine.batches == [1]
 
 
 def test_without_a_retriever_requests_must_bring_passages(hf_backend):

@@ -93,5 +93,10 @@ class GenerationBackend(abc.ABC):
     def generate(self, prompts: Sequence[str], params: GenParams) -> list[Generation]:
         raise NotImplementedError
 
+    @property
+    def context_length(self) -> int | None:
+        """The most tokens (prompt plus completion) the model takes, or None when unknown (an API, a script)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release accelerator memory (vllm engines); a no-op by default."""

@@ -74,6 +74,16 @@ class HFBackend(GenerationBackend):
             raise BackendError(f"cannot load model {model_name_or_path!r} with transformers: {err}") from err
         return cls(model.to(device), tokenizer, max_batch_size=max_batch_size)
 
+    @property
+    def context_length(self) -> int | None:
+        """The model's position limit from its config (`max_position_embeddings`, or GPT-2's `n_positions`)."""
+        config = self.model.config
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
     def generate(self, prompts: Sequence[str], params: GenParams) -> list[Generation]:
         special = params.add_special_tokens
         encoded = [self.tokenizer(p, add_special_tokens=special)["input_ids"] for p in prompts]

@@ -58,10 +58,15 @@ class VllmBackend(GenerationBackend):
                 raise BackendError(f"cannot load the tokenizer {model_config.tokenizer!r}: {err}") from err
         self.tokenizer = tokenizer
         self.use_tqdm = use_tqdm
+        self.max_model_len = getattr(model_config, "max_model_len", None)  # vllm's context (--max_model_len)
         self.max_logprobs = model_config.max_logprobs
         self.vocab_size = model_config.get_vocab_size()
         generation_config = model_config.try_get_generation_config()
         self.eos_ids = eos_token_ids(tokenizer, generation_config.get("eos_token_id"))
+
+    @property
+    def context_length(self) -> int | None:
+        return self.max_model_len if isinstance(self.max_model_len, int) else None
 
     @classmethod
     def from_pretrained(

@@ -22,7 +22,7 @@ except ImportError as err:  # an optional extra
 
 from selfrag.server.config import ServerConfig, build_engine
 from selfrag.server.engine import Answer, SelfRagEngine
-from selfrag.server.protocol import Reply, RequestError, error_body, parse_request, sse
+from selfrag.server.protocol import Reply, RequestError, check_context, error_body, parse_request, sse
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,42 @@ def _error(
     return JSONResponse(error_body(message, param, code, kind), status)
 
 
-def create_app(engine: SelfRagEngine):
-    """The FastAPI app; it starts the engine's worker on startup and stops it on shutdown."""
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024  # ServerConfig.max_request_bytes
+
+
+class BodyTooLargeError(Exception):
+    """The request body passed the server's limit (`--max_request_bytes`): a 413."""
+
+    def __init__(self, size: int, exact: bool) -> None:
+        super().__init__(size)
+        self.size, self.exact = size, exact
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, read as it arrives; `BodyTooLargeError` as soon as it (or its declared Content-Length)
+    passes `limit` bytes. The rest of an oversized body is read and dropped, up to 16 times the limit, so the
+    client gets the 413 rather than a reset connection."""
+    declared = request.headers.get("content-length", "")
+    declared_size = int(declared) if declared.isdigit() else None
+    size, chunks = 0, []
+    too_large = declared_size is not None and declared_size > limit
+    async for chunk in request.stream():
+        size += len(chunk)
+        if not too_large and size <= limit:
+            chunks.append(chunk)
+            continue
+        too_large, chunks = True, []
+        if size > 16 * limit:
+            break  # a body this large is not drained: the connection closes after the 413
+    if too_large:
+        exact = declared_size is not None or size <= 16 * limit
+        raise BodyTooLargeError(declared_size if declared_size is not None else size, exact)
+    return b"".join(chunks)
+
+
+def create_app(engine: SelfRagEngine, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
+    """The FastAPI app; it starts the engine's worker on startup and stops it on shutdown. A request body over
+    `max_request_bytes` gets a 413; one that cannot fit the model's context a 400; neither is queued."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -70,11 +104,22 @@ def create_app(engine: SelfRagEngine):
 
     async def handle(request: Request, chat: bool):
         try:
-            body = json.loads(await request.body())
+            raw = await read_body(request, max_request_bytes)
+        except BodyTooLargeError as err:
+            size = f"{err.size} bytes" if err.exact else f"more than {err.size} bytes"
+            return _error(
+                413,
+                f"the request body is {size}; this server takes at most {max_request_bytes} bytes "
+                "(selfrag serve --max_request_bytes)",
+                code="request_too_large",
+            )
+        try:
+            body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             return _error(400, f"the request body is not valid JSON: {err}", code="invalid_json")
         try:
             opts, stream = parse_request(body, chat, engine)
+            await asyncio.to_thread(check_context, body, chat, opts, engine)  # a long prompt takes a while to count
         except RequestError as err:
             return _error(400, err.message, err.param, err.code)
         reply = Reply.new(chat, engine.model_id)
@@ -125,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("config: %s", config)
     engine = build_engine(config)
     try:
-        uvicorn.run(create_app(engine), host=config.host, port=config.port, log_level="info")
+        app = create_app(engine, max_request_bytes=config.max_request_bytes)
+        uvicorn.run(app, host=config.host, port=config.port, log_level="info")
     finally:
         engine.backend.close()
     return 0

@@ -54,6 +54,9 @@ class ServerConfig(ModelConfig):
         "Prompt with the tokenizer's chat template, as a model trained with finetune.py --use_chat_template.",
         default=False,
     )
+    max_request_bytes: int = flag(
+        "Largest request body accepted; a larger one is answered 413 before it is parsed.", default=4 * 1024 * 1024
+    )
 
     def __post_init__(self) -> None:
         if not self.model_name:
@@ -67,6 +70,8 @@ class ServerConfig(ModelConfig):
             raise ConfigError(f"--max_depth counts the root, so it must be at least 2; got {self.max_depth}")
         if self.batch_wait_ms < 0:
             raise ConfigError(f"--batch_wait_ms must be >= 0; got {self.batch_wait_ms}")
+        if self.max_request_bytes < 1024:
+            raise ConfigError(f"--max_request_bytes must be at least 1024; got {self.max_request_bytes}")
 
     def defaults(self) -> RequestOptions:
         weights = Weights(
@@ -149,4 +154,5 @@ def build_engine(config: ServerConfig, backend: GenerationBackend | None = None)
         config.batch_size,
         config.batch_wait_ms,
         use_chat_template=config.use_chat_template,
+        context_length=config.max_model_len,  # None: the backend's (the model config's, or vllm's max_model_len)
     )

@@ -10,6 +10,7 @@ and the citations.
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import logging
 import queue
 import threading
@@ -127,6 +128,8 @@ class SelfRagEngine:
         batch_size: requests per batched call; batch_wait_ms: how long to wait for more before running.
         use_chat_template: build prompts with the tokenizer's chat template (a model trained with
             `--use_chat_template`) instead of `### Instruction:`.
+        context_length: the most tokens (prompt plus completion) the model takes; default the backend's
+            (`GenerationBackend.context_length`); None: requests are not checked against it.
     """
 
     def __init__(
@@ -139,8 +142,14 @@ class SelfRagEngine:
         batch_wait_ms: float = 5.0,
         vocab: ReflectionVocab | None = None,
         use_chat_template: bool = False,
+        context_length: int | None = None,
     ) -> None:
         self.backend = backend
+        self.context_length = context_length or backend.context_length
+        # Requests are measured in the server's event-loop threads while the worker decodes: a copy of the
+        # tokenizer of their own (a fast tokenizer is not safe to share between threads), used under a lock.
+        self._counting_tokenizer: Any = None
+        self._counting_lock = threading.Lock()
         # Prompts from the tokenizer's chat template (`--use_chat_template`) hold their own BOS.
         self.chat_tokenizer = backend.tokenizer if use_chat_template else None
         if use_chat_template:
@@ -180,6 +189,27 @@ class SelfRagEngine:
     def answer(self, options: RequestOptions) -> Answer:
         """Answer one request synchronously (through the queue, so it may share a batch)."""
         return self.submit(options).result()
+
+    # ---- request size ----
+
+    def prompt_of(self, options: RequestOptions) -> str:
+        """The prompt the worker builds for a request (before any passage is added)."""
+        return format_prompt(options.instruction, tokenizer=self.chat_tokenizer)
+
+    def count_tokens(self, text: str, limit: int | None = None) -> tuple[int, bool]:
+        """`(tokens, exact)` of `text` as the backend tokenizes a prompt. With `limit`, a long text is measured by a
+        prefix first: when that alone holds more than `limit + 1` tokens, its count is returned with `exact` False
+        (the whole text has at least that many, give or take the one token split at the cut)."""
+        with self._counting_lock:
+            if self._counting_tokenizer is None:
+                self._counting_tokenizer = copy.deepcopy(self.backend.tokenizer)
+            tokenizer = self._counting_tokenizer
+            special = self.chat_tokenizer is None
+            if limit is not None and len(text) > 64 * (limit + 2):
+                head = len(tokenizer(text[: 64 * (limit + 2)], add_special_tokens=special)["input_ids"])
+                if head > limit + 1:
+                    return head, False
+            return len(tokenizer(text, add_special_tokens=special)["input_ids"]), True
 
     # ---- worker ----
 

@@ -1,5 +1,6 @@
 """OpenAI's wire format for the server: request bodies parsed into `RequestOptions` (a bad one raises
-`RequestError`, a 400 naming the field), and the response, error and server-sent-event chunk bodies."""
+`RequestError`, a 400 naming the field), checked against the model's context (`check_context`), and the response,
+error and server-sent-event chunk bodies."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from selfrag.prompts import format_evidence
 from selfrag.server.engine import MODES, Answer, RequestOptions, SelfRagEngine
 
 
@@ -119,6 +121,47 @@ def parse_request(body: Any, chat: bool, engine: SelfRagEngine) -> tuple[Request
             "missing_required_parameter",
         )
     return opts, stream
+
+
+def check_context(body: Mapping[str, Any], chat: bool, opts: RequestOptions, engine: SelfRagEngine) -> None:
+    """Refuse (`RequestError`, a 400 as OpenAI and vLLM answer) a request that cannot fit the model's context: a
+    prompt (with the longest passage the request brings) of `context_length` tokens or more, or `max_tokens` beyond
+    what the context leaves after the prompt. Passages the server retrieves later are not counted. Tokenizing a
+    long prompt takes time: the server calls this in a thread, before the request is queued."""
+    context = engine.context_length
+    if context is None:
+        return
+    text = engine.prompt_of(opts)
+    if opts.ctxs:
+        text += max((format_evidence(dict(c)) for c in opts.ctxs[: opts.ndocs]), key=len)
+    tokens, exact = engine.count_tokens(text, limit=context)
+    where = "messages" if chat else "prompt"
+    what = "the prompt" + (" with its longest passage" if opts.ctxs else "")
+    size = f"{tokens}" if exact else f"more than {tokens - 1}"
+    if tokens >= context:
+        raise RequestError(
+            f"{what} is {size} tokens; this model's context is {context} tokens (prompt and completion together): "
+            "shorten it",
+            where,
+            "context_length_exceeded",
+        )
+    left = context - tokens
+    key = next((k for k in ("max_completion_tokens", "max_tokens") if body.get(k) is not None), None)
+    if opts.max_tokens <= left:
+        return
+    if key is None:
+        raise RequestError(
+            f"{what} is {size} tokens; with the server's default max_tokens of {opts.max_tokens} it exceeds this "
+            f"model's context of {context} tokens: shorten it, or ask for at most {left} tokens",
+            where,
+            "context_length_exceeded",
+        )
+    raise RequestError(
+        f"'{key}' is {opts.max_tokens}, but this model's context is {context} tokens and {what} takes {size}: at "
+        f"most {left} are left for the completion",
+        key,
+        "context_length_exceeded",
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ responses
