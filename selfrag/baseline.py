@@ -14,10 +14,13 @@
   with the raw one, and turned `SUPPORTS` into `true` but left `REFUTES`);
 - results are appended to `<result_fp>.partial.jsonl` as they come, so an interrupted run resumes.
 
-Output: one JSON object with the short form's keys (`preds`, `prompts`, `golds`, `metric_results`, `metric`,
-`metric_mean`, `metrics`), `raw_preds`, `retrieval_frequency`, `runner: "baseline"`, `config`, and `data`: the
-original's per-item records (the input item with `instruction`, `paragraph`, `golds`, `output` and
-`metric_result`), which the original wrote as JSON Lines; under `data` they also form ALCE's envelope.
+Output (`--output_format`): the original wrote JSON Lines, one per-item record per line (the input item with
+`instruction`, `paragraph`, `golds`, `output` and `metric_result`), to whatever `--result_fp` names; that is what
+`--compat original` writes, and what a `.jsonl` `--result_fp` gets. Otherwise (a `.json` name, by default) the
+result is one JSON object with the short form's keys (`preds`, `prompts`, `golds`, `metric_results`, `metric`,
+`metric_mean`, `metrics`), `raw_preds`, `retrieval_frequency`, `runner: "baseline"`, `config`, and `data`: the same
+per-item records, which under `data` also form ALCE's envelope. Either way the resolved config goes to
+`<result_fp>.config.json`, and the file is replaced whole (written beside it, then renamed).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any, Literal
 
 from selfrag.backends import GenerationBackend, GenParams, default_backend, load_backend
 from selfrag.cli import flag
-from selfrag.data import ResumableRun, clean, find_passages, load_items, where, write_json_atomic
+from selfrag.data import ResumableRun, clean, find_passages, load_items, where, write_json_atomic, write_jsonl_atomic
 from selfrag.errors import ConfigError, DataFormatError
 from selfrag.metrics import METRICS, metric_fn
 from selfrag.prompts import ARC_LETTERS, PROMPT_DICT, TASK_INST, arc_choices
@@ -134,6 +137,11 @@ class BaselineConfig:
         "original: the original's sampling, prompts and postprocessing (docs/baselines.md).", default="none"
     )
     seed: int = flag("Random seed.", default=633)
+    output_format: Literal["auto", "json", "jsonl"] = flag(
+        "jsonl: the per-item records, one per line (the original's output); json: one object with the scores and "
+        "the records under 'data'. auto: jsonl with --compat original or a .jsonl --result_fp, else json.",
+        default="auto",
+    )
     # Evaluation
     metric: Literal["match", "accuracy", "exact_match", "em", "f1", "none"] | None = flag(
         "Per-item metric reported as metric_results; em = exact_match. Default: match when the items have gold "
@@ -168,6 +176,9 @@ class BaselineConfig:
         if not 0.0 < self.top_p <= 1.0 or self.temperature < 0.0:
             raise ConfigError(f"need 0 < --top_p <= 1 and --temperature >= 0; got {self.top_p}, {self.temperature}")
         self.prompt_name = self._resolve_prompt_name()
+        if self.output_format == "auto":
+            jsonl = self.compat == "original" or self.result_fp.endswith(".jsonl")
+            self.output_format = "jsonl" if jsonl else "json"  # type: ignore[assignment]
 
     def _original_temperature(self) -> float:
         # run_baseline_lm.py:51-52 (vllm: 0.8), :22-30 (chat: no temperature, the API's 1), :38 (completions: 0).
@@ -484,11 +495,15 @@ def run_baseline(config: BaselineConfig, backend: GenerationBackend | None = Non
                 backend.close()
 
     output = assemble_output(config, prepared, [record["raw"] for record in run.records()])
-    write_json_atomic(config.result_fp, output)
+    if config.output_format == "jsonl":
+        write_jsonl_atomic(config.result_fp, output["data"])
+    else:
+        write_json_atomic(config.result_fp, output)
     write_json_atomic(config.result_fp + ".config.json", config.to_dict())
     run.finish()
     logger.info("overall result: %s", output["metric_mean"])
-    logger.info("wrote %s (and its config, %s.config.json)", config.result_fp, config.result_fp)
+    what = "JSON Lines, one record per item" if config.output_format == "jsonl" else "one JSON object"
+    logger.info("wrote %s (%s; its config: %s.config.json)", config.result_fp, what, config.result_fp)
     return output
 
 
@@ -507,10 +522,14 @@ def assemble_output(config: BaselineConfig, prepared: PreparedItems, raws: list[
                 metric_results = values
     data = []
     for i, item in enumerate(prepared.items):
-        record = {k: v for k, v in clean(item).items() if k not in PASSAGE_KEYS}
+        if config.compat == "original":  # the original wrote each input item whole, every passage kept
+            record = clean(item)
+        else:
+            record = {k: v for k, v in clean(item).items() if k not in PASSAGE_KEYS}
         record["instruction"] = prepared.instructions[i]
         if config.mode == "retrieval":
-            record["ctxs" if "docs" not in item else "docs"] = prepared.passages[i]
+            if config.compat != "original":
+                record["ctxs" if "docs" not in item else "docs"] = prepared.passages[i]
             record["paragraph"] = prepared.paragraphs[i]
         if prepared.golds[i] is not None:
             record["golds"] = prepared.golds[i]

@@ -167,6 +167,17 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> None:
+    """Write JSON Lines (one record per line) to `path` as `write_json_atomic` writes JSON: whole or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
 class JsonlCheckpoint:
     """Append-only record of finished items, so an interrupted run resumes without losing or repeating any.
 

@@ -151,8 +151,9 @@ def _column_from_config(config: dict[str, Any]) -> str | None:
 
 def _read(path: Path) -> dict[str, Any]:
     """A result JSON object, or a JSON Lines file of per-item records (the original baseline's output, also under
-    a `.json` name as `run_baseline_lm.py --compat original` writes it)."""
-    from selfrag.data import read_text
+    a `.json` name as `run_baseline_lm.py --compat original` writes it), with the run's config from the
+    `<file>.config.json` beside it when there is one."""
+    from selfrag.data import read_text, run_config
 
     text = read_text(path, "result file")
     if path.suffix == ".jsonl" or _json_lines(text):
@@ -165,7 +166,8 @@ def _read(path: Path) -> dict[str, Any]:
             raise DataFormatError(
                 f"{path}: every line needs a numeric 'metric_result' (the original baseline's output)"
             )
-        return {"metric_mean": sum(values) / len(values)}
+        config = run_config(path)
+        return {"metric_mean": sum(values) / len(values), **({"config": config} if config else {})}
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:

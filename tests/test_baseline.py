@@ -344,7 +344,7 @@ def test_compat_original_drops_arc_choices_and_samples(tiny_model_dir, tmp_path)
     args = base_args(
         tiny_model_dir, str(file), str(out_file), "--task", "arc_c", "--compat", "original", "--limit", "2"
     )
-    assert script.main(args) == 0
+    assert script.main([*args, "--output_format", "json"]) == 0  # the scores object (JSON Lines: the test below)
     out = json.loads(out_file.read_text())
     item = read_jsonl(file)[0]
     assert out["prompts"][0] == f"### Instruction:\n{ARC}\n\n### Input:\n{item['question']}\n\n### Response:\n"
@@ -362,6 +362,53 @@ def test_postprocessing_default_and_original():
     assert postprocess_answers_closed("True, it is.", "fever", None) == "True, it is."
     assert postprocess_answers_closed("maybe yes, maybe no", None, "yes no") == "no"  # the last choice found wins
     assert format_paragraph([{"text": "untitled"}]) == "[1] \nuntitled"
+
+
+def test_compat_original_writes_json_lines_as_the_original(tiny_model_dir, tmp_path):
+    """The original wrote one record per line (save_file_jsonl) whatever --result_fp was called; --compat original
+    does too, and the tools that read results (selfrag eval, the results table) read it back."""
+    from selfrag import commands
+    from selfrag.results_table import load_results
+
+    file = ROOT / "eval_data" / "popqa_longtail_w_gs.jsonl"
+    out_file = tmp_path / "popqa_llama2-7b_ret.json"
+    args = base_args(tiny_model_dir, str(file), str(out_file), "--compat", "original", "--limit", "3")
+    output = run_baseline(script.parse_config(BaselineConfig, [*args, "--mode", "retrieval", "--top_n", "2"]))
+    lines = out_file.read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    items = read_jsonl(file)[:3]
+    assert len(records) == 3 and records == output["data"]
+    for record, item, pred in zip(records, items, output["preds"]):
+        # the input item whole (every passage kept), plus what the original added to it
+        assert {k: v for k, v in record.items() if k in item} == item
+        assert set(record) - set(item) == {"instruction", "paragraph", "golds", "output", "metric_result"}
+        assert record["output"] == pred and record["golds"] == item["answers"]
+        assert record["paragraph"] == format_paragraph(item["ctxs"][:2])
+    config = json.loads((tmp_path / "popqa_llama2-7b_ret.json.config.json").read_text())
+    assert (config["compat"], config["output_format"]) == ("original", "jsonl")
+
+    table = commands.rescore(out_file, ["match"])
+    assert table["items"] == 3 and table["match"] == pytest.approx(sum(r["metric_result"] for r in records) / 3)
+    entries = load_results(out_file)
+    assert [e.value for e in entries] == [pytest.approx(table["match"])]
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "expected"),
+    [("out.jsonl", [], "jsonl"), ("out.json", [], "json"), ("out.jsonl", ["--output_format", "json"], "json")],
+)
+def test_output_format_follows_the_result_file_name(tiny_model_dir, tmp_path, name, extra, expected):
+    input_file = write_jsonl(tmp_path / "in.jsonl", ITEMS)
+    out_file = tmp_path / name
+    assert script.main(base_args(tiny_model_dir, input_file, str(out_file), "--limit", "2", *extra)) == 0
+    text = out_file.read_text(encoding="utf-8")
+    if expected == "jsonl":
+        records = [json.loads(line) for line in text.splitlines()]
+        assert [r["question"] for r in records] == [ITEMS[0]["question"], ITEMS[1]["question"]]
+        assert all({"output", "golds", "metric_result", "instruction"} <= set(r) for r in records)
+    else:
+        assert set(json.loads(text)) >= {"preds", "metric_mean", "data", "config"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["in.jsonl", name, name + ".config.json"])
 
 
 def test_compat_original_leaves_full_batches_unprocessed():
