@@ -124,6 +124,42 @@ def assert_selfrag_model(out: Path) -> None:
     assert all(len(i) == 1 for i in ids) and len({i[0] for i in ids}) == len(ALL_TOKENS) == 15
 
 
+def test_multi_node_commands_the_script_runs():
+    """`NUM_NODES=2 NODE_RANK=1 ...` (dry run): the launcher flags of node 1, and the global batch kept at 128."""
+    env = {
+        **os.environ,
+        "DRY_RUN": "1",
+        "NUM_NODES": "2",
+        "NODE_RANK": "1",
+        "MASTER_ADDR": "node0",
+        "MASTER_PORT": "29555",
+    }
+    torchrun = run(["bash", str(SCRIPT)], env=env, timeout=30).stdout.split()
+    assert torchrun[: torchrun.index(str(ROOT / "retrieval_lm" / "finetune.py"))] == [
+        "torchrun",
+        "--nproc_per_node",
+        "4",
+        "--nnodes",
+        "2",
+        "--node_rank",
+        "1",
+        "--master_addr",
+        "node0",
+        "--master_port",
+        "29555",
+    ]
+    assert torchrun[torchrun.index("--gradient_accumulation_steps") + 1] == "16"  # 128 / (4 GPUs x 2 nodes)
+    accelerate = run(["bash", str(SCRIPT)], env={**env, "STRATEGY": "accelerate"}, timeout=30).stdout.split()
+    for name, value in (
+        ("--num_machines", "2"),
+        ("--num_processes", "8"),
+        ("--machine_rank", "1"),
+        ("--main_process_ip", "node0"),
+        ("--deepspeed_multinode_launcher", "standard"),
+    ):
+        assert accelerate[accelerate.index(name) + 1] == value
+
+
 def test_accelerate_launch_with_the_scripts_defaults_trains(base_model, train_file, tmp_path):
     """`STRATEGY=accelerate bash script_finetune_7b.sh` as written (flash attention asked for, tensorboard, bf16,
     the ZeRO-3 config of ds_configs/): accelerate launches 2 processes, finetune.py drives DeepSpeed ZeRO-3."""

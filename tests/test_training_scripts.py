@@ -107,7 +107,7 @@ def test_7b_script_trains_a_tiny_model_on_two_cpu_processes(tmp_path):
         "PREPROCESSING_WORKERS": "1",
         "REPORT_TO": "none",
         "OMP_NUM_THREADS": "1",
-        "LAUNCHER_ARGS": f"--master_addr 127.0.0.1 --master_port {port}",
+        "MASTER_PORT": str(port),
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         # The script calls `torchrun`: take the one of this interpreter's environment (CI does not activate it).
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
