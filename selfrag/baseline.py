@@ -503,7 +503,7 @@ def run_baseline(config: BaselineConfig, backend: GenerationBackend | None = Non
     run.finish()
     logger.info("overall result: %s", output["metric_mean"])
     what = "JSON Lines, one record per item" if config.output_format == "jsonl" else "one JSON object"
-    logger.info("wrote %s (%s; its config: %s.config.json)", config.result_fp, what, config.result_fp)
+    logger.info("wrote %s (and its config, %s.config.json): %s", config.result_fp, config.result_fp, what)
     return output
 
 
