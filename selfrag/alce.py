@@ -11,8 +11,11 @@ Metrics (the `.score` keys of ALCE; all but `length` are percentages):
   SQuAD normalisation) in the normalised answer; averaged over items. `str_hit`: the share of items where every
   qa pair is found.
 - `rougeLsum`: ROUGE-Lsum F1 (`rouge-score`, Porter stemming) of the lowercased, sentence-split answer against each
-  reference long answer, the best reference per item; averaged over items. ALCE averages with a bootstrap
-  (`BootstrapAggregator`, its median resample); we report the plain mean, which that median estimates.
+  reference long answer, the best reference per item (ALCE compares `annotations[0]` and `annotations[1]`; ASQA dev
+  items have two), then aggregated as ALCE does by default: the median of 1,000 bootstrap resamples of the mean
+  (rouge-score's `BootstrapAggregator`, the `mid` of its interval), drawn from numpy's generator seeded with
+  `--rouge_seed`, so a rerun gives the same number (ALCE leaves it unseeded: its own reruns differ a little).
+  `--rouge mean` reports the plain mean over items instead, the quantity the bootstrap median estimates.
 - `citation_rec` / `citation_prec` (ALCE §4.2): the answer is split into sentences; a sentence's citations are its
   `[k]` marks (the first `at_most_citations`). Recall: the sentence (citations removed) is entailed by its cited
   passages together; a sentence without citations, or citing a passage that does not exist, counts as unsupported.
@@ -189,10 +192,11 @@ def qa_pairs_of(item: Mapping[str, Any]) -> list[list[str]]:
 
 
 def references_of(item: Mapping[str, Any]) -> list[str]:
-    """ROUGE references: every `annotations[*].long_answer` (ASQA), else `answer` (ELI5)."""
+    """ROUGE references: the `long_answer` of the first two `annotations` (ASQA; ALCE reads `annotations[0]` and
+    `[1]`, and a single one serves alone here), else `answer` (ELI5)."""
     if item.get("annotations"):
-        refs = [a.get("long_answer") for a in item["annotations"] if isinstance(a, Mapping)]
-        if refs and all(isinstance(r, str) for r in refs):
+        refs = [a.get("long_answer") if isinstance(a, Mapping) else None for a in item["annotations"][:2]]
+        if all(isinstance(r, str) for r in refs):
             return refs
         raise DataFormatError(f"{where(item)}: every annotations[*] needs a string 'long_answer'")
     if isinstance(item.get("answer"), str):
@@ -226,6 +230,32 @@ def str_em_hit(outputs: Sequence[str], qa_answers: Sequence[Sequence[Sequence[st
 
 def rouge_lsum(outputs: Sequence[str], references: Sequence[Sequence[str]], split: Callable[[str], list[str]]) -> float:
     """Mean over items of the best ROUGE-Lsum F1 against the item's references, x100 (rouge-score, stemmed)."""
+    best = rouge_lsum_scores(outputs, references, split)
+    return 100 * sum(best) / len(best)
+
+
+BOOTSTRAP_SAMPLES = 1000  # rouge-score's BootstrapAggregator default, which ALCE uses
+
+
+def bootstrap_median(values: Sequence[float], seed: int, n_samples: int = BOOTSTRAP_SAMPLES) -> float:
+    """The median over `n_samples` resamples (with replacement, each as long as `values`) of the resample's mean:
+    rouge-score's `BootstrapAggregator(...).aggregate()[...].mid`, with its draws taken from numpy's legacy generator
+    seeded with `seed` (the same draws `np.random.seed(seed)` gives the aggregator), without touching numpy's
+    global random state."""
+    import numpy as np
+
+    scores = np.asarray(values, dtype=np.float64)
+    rng = np.random.RandomState(seed)
+    means = np.zeros(n_samples)
+    for i in range(n_samples):
+        means[i] = scores[rng.choice(np.arange(len(scores)), size=len(scores))].mean()
+    return float(np.percentile(means, 50))
+
+
+def rouge_lsum_scores(
+    outputs: Sequence[str], references: Sequence[Sequence[str]], split: Callable[[str], list[str]]
+) -> list[float]:
+    """Per item, the best ROUGE-Lsum F1 against its references (rouge-score, stemmed; fractions)."""
     try:
         from rouge_score import rouge_scorer
     except ImportError as err:
@@ -239,7 +269,7 @@ def rouge_lsum(outputs: Sequence[str], references: Sequence[Sequence[str]], spli
     for output, refs in zip(outputs, references):
         hypothesis = prepare(output)
         best.append(max(scorer.score(prepare(ref), hypothesis)["rougeLsum"].fmeasure for ref in refs))
-    return 100 * sum(best) / len(best)
+    return best
 
 
 # ------------------------------------------------------------------------------------------------------ citations
@@ -335,6 +365,12 @@ class AlceEvalConfig:
         metadata={"aliases": ["--autoais_citation"]},  # the flag's name in later ALCE versions
     )
     no_rouge: bool = flag("Skip ROUGE.", default=False)
+    rouge: Literal["bootstrap", "mean"] = flag(
+        "How rougeLsum aggregates the items: bootstrap (ALCE's: the median of 1,000 bootstrap means, seeded by "
+        "--rouge_seed) or mean (the plain mean over items).",
+        default="bootstrap",
+    )
+    rouge_seed: int = flag("Seed of the bootstrap resampling of --rouge bootstrap (reruns agree).", default=0)
     qa: bool = flag("QA-EM / QA-F1 / QA-Hit with an extractive QA model (ASQA).", default=False)
     mauve: bool = flag("MAUVE (needs pip install mauve-text and the featurizer model).", default=False)
     claims_nli: bool = flag("ELI5 claim recall with the NLI model.", default=False)
@@ -384,7 +420,18 @@ def evaluate(
     if config.no_rouge:
         pass
     elif _present_in_all(data, "annotations") or _present_in_all(data, "answer"):
-        scores["rougeLsum"] = rouge_lsum(plain, [references_of(item) for item in data], split)
+        best = rouge_lsum_scores(plain, [references_of(item) for item in data], split)
+        mean = 100 * sum(best) / len(best)
+        if config.rouge == "mean":
+            scores["rougeLsum"] = mean
+        else:
+            scores["rougeLsum"] = 100 * bootstrap_median(best, config.rouge_seed)
+            logger.info(
+                "rougeLsum: %.4f (ALCE's bootstrap median, seed %d); plain mean %.4f (--rouge mean)",
+                scores["rougeLsum"],
+                config.rouge_seed,
+                mean,
+            )
     else:
         logger.warning("no annotations / answer in the items: rougeLsum skipped")
     if config.qa:
