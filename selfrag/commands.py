@@ -368,7 +368,9 @@ def evaluate(argv: Sequence[str]) -> int:
         text = rescore_markdown([rescore(p, config.metric, config.task) for p in files], config.metric)
     _out(text)
     if config.output:
-        Path(config.output).write_text(text, encoding="utf-8")
+        from selfrag.data import write_text_atomic
+
+        write_text_atomic(config.output, text)
         logger.info("wrote the table to %s", config.output)
     return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,25 +157,39 @@ def clean(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k != "_where"}
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to `path` through a temporary file and a rename, so a crash never leaves half a file."""
+def _replace_with(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+    """Call `write(handle)` on a temporary file beside `path`, then rename it to `path`: readers and crashes see
+    the old file or the new one, never half of one. On an error the temporary file is removed, `path` untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: two writers never share it
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(obj, handle, ensure_ascii=False, indent=1)
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to `path` through a temporary file and a rename, so a crash never leaves half a file."""
+    _replace_with(path, lambda handle: json.dump(obj, handle, ensure_ascii=False, indent=1))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8) to `path` as `write_json_atomic` writes JSON: whole or not at all."""
+    _replace_with(path, lambda handle: handle.write(text))
 
 
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> None:
     """Write JSON Lines (one record per line) to `path` as `write_json_atomic` writes JSON: whole or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
+
+    def write(handle: Any) -> None:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+
+    _replace_with(path, write)
 
 
 class JsonlCheckpoint:

@@ -211,3 +211,22 @@ def test_non_utf8_input_from_the_command_line(tmp_path):
     assert "Traceback" not in done.stderr
     assert [line.split(" ERROR selfrag: ", 1)[1] for line in done.stderr.splitlines() if " ERROR " in line] == [message]
     assert outputs[0].read_bytes() == OLD
+
+
+@pytest.mark.parametrize("kind", ["json", "jsonl", "text"])
+def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path, kind):
+    """Result files are replaced whole: a writer that fails half-way (here a value JSON cannot hold) leaves the
+    earlier file as it was and no temporary file beside it."""
+    from selfrag.data import write_json_atomic, write_jsonl_atomic, write_text_atomic
+
+    path = tmp_path / f"out.{kind}"
+    path.write_bytes(OLD)
+    writers = {
+        "json": lambda: write_json_atomic(path, {"ok": 1, "bad": object()}),
+        "jsonl": lambda: write_jsonl_atomic(path, [{"ok": 1}, {"bad": object()}]),
+        "text": lambda: write_text_atomic(path, "caf\udce9"),  # a lone surrogate: not encodable as UTF-8
+    }
+    with pytest.raises((TypeError, UnicodeEncodeError)):
+        writers[kind]()
+    assert path.read_bytes() == OLD
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
