@@ -434,6 +434,33 @@ def test_request_size_limit_is_configurable_and_counts_chunked_bodies(hf_backend
     assert engine.batches == [1]
 
 
+class ExplodingBackend(CountingBackend):
+    """Fails every batch whose prompts mention EXPLODE, as a model running out of memory would."""
+
+    def generate(self, prompts, params):
+        if any("EXPLODE" in p for p in prompts):
+            raise RuntimeError("out of memory (injected)")
+        return super().generate(prompts, params)
+
+
+def test_a_failing_batch_answers_500_and_the_worker_serves_the_next_request(hf_backend):
+    engine = SelfRagEngine(ExplodingBackend(hf_backend), MODEL, None, DEFAULTS, batch_wait_ms=0)
+    with ServerThread(create_app(engine)) as server:
+        url = f"http://127.0.0.1:{server.port}/v1/completions"
+        body = {"max_tokens": 3, "selfrag": {"mode": "no_retrieval"}}
+        failed = httpx.post(url, json={**body, "prompt": "EXPLODE now"}, timeout=60)
+        assert failed.status_code == 500
+        assert failed.json()["error"] == {
+            "message": "RuntimeError: out of memory (injected)",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+        answered = httpx.post(url, json={**body, "prompt": "Who wrote Hamlet?"}, timeout=60)
+        assert answered.status_code == 200 and answered.json()["choices"][0]["finish_reason"] in ("stop", "length")
+    assert engine.batches == [1, 1]
+
+
 def test_without_a_retriever_requests_must_bring_passages(hf_backend):
     engine = SelfRagEngine(hf_backend, MODEL, None, DEFAULTS)
     with pytest.raises(RequestError, match="no retriever") as info:
