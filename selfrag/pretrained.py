@@ -35,9 +35,10 @@ def looks_local(name: str) -> bool:
     return "\\" in name or name.count("/") > 1 or name.endswith("/")
 
 
-def check_model_path(name: str, what: str = "--model_name") -> None:
-    """A `ConfigError` naming `what` and the folder when `name` is a local path (`looks_local`) that is not an
-    existing folder; hub ids and existing folders pass (their loader reports what is wrong inside them)."""
+def check_model_path(name: str, what: str = "--model_name", error: type[SelfRagError] = ConfigError) -> None:
+    """An `error` (`ConfigError` unless the caller's contract names another) starting with `what` and naming the
+    folder, when `name` is a local path (`looks_local`) that is not an existing folder; hub ids and existing folders
+    pass (their loader reports what is wrong inside them)."""
     if not looks_local(name):
         return
     path = Path(name).expanduser()
@@ -45,8 +46,8 @@ def check_model_path(name: str, what: str = "--model_name") -> None:
         return
     where = path.resolve()
     if path.exists():
-        raise ConfigError(f"{what} {name}: {where} is a file, not a model folder; pass the folder that holds it")
-    raise ConfigError(
+        raise error(f"{what} {name}: {where} is a file, not a model folder; pass the folder that holds it")
+    raise error(
         f"{what} {name}: no such folder ({where}); pass an existing model folder (one that save_pretrained wrote) "
         "or a hub id such as org/name"
     )

@@ -207,7 +207,7 @@ def prompt_tokenizer(model_name: str, backend: GenerationBackend | None) -> Any:
 
     from selfrag.pretrained import check_model_path
 
-    check_model_path(model_name)
+    check_model_path(model_name, "cannot load the tokenizer of", BackendError)
     try:
         return AutoTokenizer.from_pretrained(model_name)
     except OSError as err:

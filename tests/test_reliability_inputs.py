@@ -136,7 +136,7 @@ def _retrieval_missing_encoder(tmp: Path):
     out_dir.mkdir()
     argv = ["--model_name_or_path", model, "--passages", tsv, "--output_dir", out_dir]
     argv += ["--shard_id", "1", "--num_shards", "2"]
-    return argv, [out_dir / "passages_00"], folder_message(model, "encoder"), [out_dir / "passages_01"]
+    return argv, [out_dir / "passages_00"], folder_message(model, "cannot load the encoder"), [out_dir / "passages_01"]
 
 
 CASES = {

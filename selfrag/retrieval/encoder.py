@@ -191,7 +191,7 @@ class TextEncoder:
 
         from selfrag.pretrained import check_model_path
 
-        check_model_path(model_name_or_path, "encoder")
+        check_model_path(model_name_or_path, "cannot load the encoder")
         device = resolve_device(device)
         declared = sentence_transformers_defaults(model_name_or_path) if Path(model_name_or_path).is_dir() else {}
         pooling = pooling or declared.get("pooling", "mean")
