@@ -147,7 +147,7 @@ class OpenAIBackend(GenerationBackend):
             api_key=api_key or resolve_api_key(None, base_url), base_url=base_url, timeout=timeout, max_retries=0
         )
         self.base_url = str(self.client.base_url)
-        self.key_source = key_source or api_key_source(None, base_url)
+        self.key_source = key_source or ("the api_key argument" if api_key else api_key_source(None, base_url))
         self.model_flag = model_flag
         self._answered = False  # whether the endpoint has answered a request of `generate` (key and model work)
         self._jitter = random.Random(0)
