@@ -24,6 +24,25 @@ In what country is Kyoto? Kyoto is a city in Japan. Who was the director of Jaws
 """
 
 
+# Four generator training examples in the released format (passages inside <paragraph>, reflection tokens inline).
+TRAIN_ROWS = [
+    {
+        "instruction": "Who wrote Pride and Prejudice?",
+        "input": "",
+        "output": "[Retrieval]<paragraph>Pride and Prejudice\nA novel by Jane Austen.</paragraph>[Relevant]Jane Austen "
+        "wrote it.[Fully supported][Utility:5]",
+    },
+    {"instruction": "What is the capital of France?", "input": "", "output": "[No Retrieval]Paris.[Utility:5]"},
+    {
+        "instruction": "Is the following statement correct or not?",
+        "input": "Water boils at 100 degrees.",
+        "output": "[Retrieval]<paragraph>Water\nWater boils at 100 degrees Celsius.</paragraph>[Relevant]true"
+        "[Fully supported][Utility:4]",
+    },
+    {"instruction": "In what country is Kyoto?", "input": "", "output": "[No Retrieval]Japan.[Utility:5]"},
+]
+
+
 def build_tiny_tokenizer(vocab_size: int = 400, corpus: str | list[str] = CORPUS, reflection: bool = True):
     """A `PreTrainedTokenizerFast` (byte-level BPE, BOS prepended) with the reflection tokens and `<pad>` added, or,
     with `reflection=False`, a fresh base tokenizer with neither (what training starts from). `corpus`: a text

@@ -18,6 +18,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -45,6 +46,13 @@ class Done:
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a launcher's --master_port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _stats() -> dict[int, tuple[int, int, str]]:

@@ -15,7 +15,6 @@ import importlib.util
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from procs import serve
+from procs import free_port, serve
 
 from selfrag.data_creation.labels import parse_label
 
@@ -41,12 +40,6 @@ ITEMS = [
     {"instruction": "Name a prime number.", "input": "Between 10 and 14.", "evidence": "Primes\n13 is a prime."},
     {"instruction": "Where is Mount Everest?", "evidence": "Everest\nMount Everest is in the Himalayas."},
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get(url: str) -> tuple[int, str]:

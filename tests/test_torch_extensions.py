@@ -10,13 +10,12 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from procs import group_alive, members, run
+from procs import free_port, group_alive, members, run
 
 from selfrag import torch_extensions as te
 from selfrag.errors import ConfigError
@@ -156,9 +155,7 @@ def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     row = {"instruction": "What is the capital of France?", "input": "", "output": "[No Retrieval]Paris.[Utility:5]"}
     train = tmp_path / "train.jsonl"
     train.write_text((json.dumps(row) + "\n") * 8)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("TORCH_EXTENSIONS_DIR", "SELFRAG_CACHE")}
     env.update(
         MODEL=str(model),

@@ -7,13 +7,12 @@ import importlib.util
 import json
 import math
 import os
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from procs import run
+from procs import free_port, run
 
 from selfrag.errors import ConfigError
 from selfrag.tokens import ALL_TOKENS
@@ -236,12 +235,6 @@ def test_critic_trains_in_one_process_and_saves(base_model_dir, data_file, tmp_p
 def test_script_reports_config_errors_as_exit_status_2(tmp_path):
     argv = [f"--data_path={tmp_path}/d.json", f"--output_dir={tmp_path}", "--separated"]
     assert script.run_main(script.main, argv) == 2
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_readme_command_under_torchrun_with_fsdp2(base_model_dir, data_file, tmp_path):

@@ -12,15 +12,15 @@ import json
 import math
 import os
 import re
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from procs import run
+from procs import free_port, run
 
 from selfrag.errors import ConfigError
+from selfrag.testing import TRAIN_ROWS
 from selfrag.tokens import ALL_TOKENS
 from selfrag.training.config import FinetuneConfig
 
@@ -30,28 +30,7 @@ TIMEOUT = 240
 
 needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed")
 
-ROWS = [
-    {
-        "instruction": "Who wrote Pride and Prejudice?",
-        "input": "",
-        "output": "[Retrieval]<paragraph>Pride and Prejudice\nA novel by Jane Austen.</paragraph>[Relevant]Jane Austen "
-        "wrote it.[Fully supported][Utility:5]",
-    },
-    {"instruction": "What is the capital of France?", "input": "", "output": "[No Retrieval]Paris.[Utility:5]"},
-    {
-        "instruction": "Is the following statement correct or not?",
-        "input": "Water boils at 100 degrees.",
-        "output": "[Retrieval]<paragraph>Water\nWater boils at 100 degrees Celsius.</paragraph>[Relevant]true"
-        "[Fully supported][Utility:4]",
-    },
-    {"instruction": "In what country is Kyoto?", "input": "", "output": "[No Retrieval]Japan.[Utility:5]"},
-]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+ROWS = TRAIN_ROWS
 
 
 @pytest.fixture(scope="module")

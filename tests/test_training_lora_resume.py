@@ -147,16 +147,13 @@ def test_lora_trains_the_new_reflection_rows_from_their_mean_init(base_dir, full
 def torchrun_finetune(*args: str, cwd: Path) -> str:
     import importlib.util
     import os
-    import socket
     import sys
 
-    from procs import run
+    from procs import free_port, run
 
     if importlib.util.find_spec("deepspeed") is None:
         pytest.skip("deepspeed not installed")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     root = Path(__file__).resolve().parent.parent
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={port}", str(root / "retrieval_lm" / "finetune.py"), *args]  # fmt: skip

@@ -9,12 +9,11 @@ import math
 import os
 import shlex
 import shutil
-import socket
 import sys
 from pathlib import Path
 
 import pytest
-from procs import run
+from procs import free_port, run
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "retrieval_lm"
@@ -92,9 +91,7 @@ def test_7b_script_trains_a_tiny_model_on_two_cpu_processes(tmp_path):
     ]
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows * 4))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {
         **os.environ,
         "MODEL": str(model),

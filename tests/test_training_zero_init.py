@@ -11,14 +11,13 @@ import importlib.util
 import json
 import math
 import os
-import socket
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from procs import run
+from procs import free_port, run
 
 from selfrag.prompts import PROMPT_DICT
 from selfrag.tokens import ALL_TOKENS
@@ -81,9 +80,7 @@ def train_file(tmp_path_factory):
 
 
 def run_torchrun(script: Path, *args: str, cwd: Path) -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     cmd = [
         sys.executable,
         "-m",
