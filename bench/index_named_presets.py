@@ -8,7 +8,8 @@ and training sample from the corpus size; default search parameters), then compa
     python bench/index_named_presets.py --n 1000000
 
 Prints a table and writes bench/results/index_named_presets_<n>.json. Memory at 21M passages is projected as in
-bench/index_presets.py (bytes per vector measured here x 21M, plus the trained structures at the 21M list count).
+bench/index_presets.py: bytes per vector measured here (index size less its trained part) x 21M, plus the trained
+structures at the 21M list count.
 """
 
 from __future__ import annotations
@@ -65,9 +66,11 @@ def main() -> None:
             apply_search_params(index)
             found, qps, ms = timed_search(index, xq, args.k)
             size = index_bytes(index.index)
+            index.index.reset()  # the vectors out, the trained part (centroids, codebooks) kept
+            fixed = index_bytes(index.index)
             lists_here, lists_21m = ivf_lists(args.n), ivf_lists(WIKIPEDIA)
-            trained = (lists_21m - lists_here) * (768 * 4 + 32 * 2 * 4 + 8)  # more centroids (+ HNSW links) at 21M
-            gib_21m = (size / args.n * WIKIPEDIA + trained) / 2**30
+            extra = (lists_21m - lists_here) * (768 * 4 + 32 * 2 * 4 + 8)  # more centroids (+ HNSW links) at 21M
+            gib_21m = ((size - fixed) / args.n * WIKIPEDIA + fixed + extra) / 2**30
             rows.append(
                 {
                     "preset": name,
@@ -79,6 +82,7 @@ def main() -> None:
                     "ms_one_query": ms,
                     "build_s": build_s,
                     "bytes": size,
+                    "trained_bytes": fixed,
                     "gib_21m": gib_21m,
                 }
             )
