@@ -182,20 +182,8 @@ def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 SCRIPT = ["bash", str(ROOT / "retrieval_lm" / "script_finetune_7b.sh"), "--use_slow_tokenizer", "False"]
 
 
-@needs_deepspeed
-def test_a_stale_lock_in_torchs_default_folder_no_longer_hangs_a_run(tmp_path, monkeypatch):
-    xdg = tmp_path / "xdg"
-    stale = make_lock(xdg / "torch_extensions" / te._build_folder_name())  # where torch builds by default
-    env = script_env(tmp_path, XDG_CACHE_HOME=str(xdg))
-    done = run(SCRIPT, env=env, timeout=300, cwd=tmp_path)
-    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
-    assert summary["strategy"] == "deepspeed" and summary["world_size"] == 2 and summary["completed_steps"] == 2
-    assert not done.left_behind and not group_alive(done.pgid) and not members(done.token)
-    # the build went to the project's folder (as this interpreter would pick it, under the same XDG_CACHE_HOME)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
-    monkeypatch.delenv("SELFRAG_CACHE", raising=False)
-    assert (te.project_extensions_dir() / "deepspeed_shm_comm").is_dir()
-    assert stale.exists()
+# A stale lock in torch's default folder no longer hangs the 7B script's run:
+# tests/test_training_scripts.py::test_7b_script_trains_a_tiny_model_on_two_cpu_processes.
 
 
 @needs_deepspeed

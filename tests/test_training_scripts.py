@@ -10,10 +10,11 @@ import os
 import shlex
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from procs import free_port, run
+from procs import free_port, group_alive, members, run
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "retrieval_lm"
@@ -77,8 +78,17 @@ def test_zero3_config_is_the_originals_shape():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed")
-def test_7b_script_trains_a_tiny_model_on_two_cpu_processes(tmp_path):
+def test_7b_script_trains_a_tiny_model_on_two_cpu_processes(tmp_path, monkeypatch):
+    """Also issue #19's stale lock: one left in torch's default build folder (an interrupted first build) does not
+    make the run wait, and nothing of the run is left afterwards."""
+    from selfrag import torch_extensions as te
     from selfrag.testing import build_tiny_model
+
+    xdg = tmp_path / "xdg"
+    stale = xdg / "torch_extensions" / te._build_folder_name() / "deepspeed_shm_comm" / "lock"
+    stale.parent.mkdir(parents=True)
+    stale.touch()
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
 
     model = build_tiny_model(tmp_path / "model")
     rows = [
@@ -93,7 +103,8 @@ def test_7b_script_trains_a_tiny_model_on_two_cpu_processes(tmp_path):
     train.write_text("".join(json.dumps(r) + "\n" for r in rows * 4))
     port = free_port()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in ("TORCH_EXTENSIONS_DIR", "SELFRAG_CACHE")},
+        "XDG_CACHE_HOME": str(xdg),
         "MODEL": str(model),
         "TRAIN_FILE": str(train),
         "OUTPUT_DIR": str(tmp_path / "out"),
@@ -112,6 +123,12 @@ def test_7b_script_trains_a_tiny_model_on_two_cpu_processes(tmp_path):
     cmd = ["bash", str(SCRIPTS / "script_finetune_7b.sh"), "--use_slow_tokenizer", "False"]
     proc = run(cmd, env=env, timeout=240, cwd=tmp_path, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    assert not proc.left_behind and not group_alive(proc.pgid) and not members(proc.token)
+    monkeypatch.setenv(
+        "XDG_CACHE_HOME", str(xdg)
+    )  # the build went to the project's folder, as this interpreter picks it
+    monkeypatch.delenv("SELFRAG_CACHE", raising=False)
+    assert (te.project_extensions_dir() / "deepspeed_shm_comm").is_dir() and stale.exists()
     summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
     assert summary["strategy"] == "deepspeed" and summary["zero_stage"] == 3 and summary["world_size"] == 2
     assert summary["completed_steps"] == 2 and all(math.isfinite(x) for x in summary["losses"])
