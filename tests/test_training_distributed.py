@@ -171,6 +171,36 @@ def test_deepspeed_zero2_with_gradient_accumulation(model_dir, train_file, tmp_p
     assert re.search(r"step 2/2 \| loss [\d.]+ \| lr 0 ", output)
 
 
+THREADS_AFTER_TRAIN = """
+import os, sys
+from selfrag.training.config import FinetuneConfig
+from selfrag.training.loop import train
+
+model_dir, train_file, out, strategy = sys.argv[1:5]
+train(FinetuneConfig(model_name_or_path=model_dir, train_file=train_file, output_dir=out, use_special_tokens=True,
+                     per_device_train_batch_size=2, num_train_epochs=1, seed=0, strategy=strategy,
+                     zero_stage=3 if strategy == "deepspeed" else None))
+names = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+print("THREADS", " ".join(names))
+"""
+
+
+@needs_deepspeed
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through /proc")
+def test_deepspeed_zero3_leaves_no_gloo_group_alive(model_dir, train_file, tmp_path):
+    """Issue #14: every process group, with its gloo worker and transport threads, is gone when training returns,
+    not left for interpreter finalization (DeepSpeed keeps the model, engine and groups in module-level state;
+    torch.distributed.nn.functional binds the default group as a default argument when imported after it)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-c", THREADS_AFTER_TRAIN, str(model_dir), train_file, str(tmp_path / "out"), "deepspeed"]
+    done = run(cmd, env=env, timeout=TIMEOUT, cwd=tmp_path)  # fails the test on a non-zero exit
+    threads = re.search(r"^THREADS (.*)$", done.stdout, re.M).group(1).split()
+    assert not [t for t in threads if "gloo" in t or "tcpstore" in t], threads
+
+
 @pytest.mark.parametrize(
     ("strategy", "flags"),
     [

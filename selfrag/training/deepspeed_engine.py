@@ -235,3 +235,24 @@ class DeepSpeedEngine(Engine):
         loaded, _ = self.engine.load_checkpoint(str(path), tag="deepspeed")
         if loaded is None:
             raise ConfigError(f"--resume_from_checkpoint {path}: no DeepSpeed state in it")
+
+    def close(self) -> None:
+        """After `deepspeed.initialize`, DeepSpeed itself keeps the model: ZeRO-3 leaves the top module on
+        `parameter_offload.FWD_MODULE_STACK`, and the modules (with the parameter coordinator) as keys of the
+        coordinator's class-level `lru_cache`. Through the model's hooks that keeps the engine and the optimizer, and
+        through all three the process groups (each ZeRO-3 parameter's `ds_process_group`, the engine's data-parallel
+        group) alive until interpreter exit. Remove the hooks (`destroy`) and those references."""
+        if getattr(self, "engine", None) is None:  # deepspeed.initialize failed
+            return
+        self.engine.destroy()
+        from deepspeed.runtime.zero import parameter_offload, partitioned_param_coordinator
+
+        ours = {id(m) for m in self.engine.module.modules()}
+        stack = getattr(parameter_offload, "FWD_MODULE_STACK", None)
+        if isinstance(stack, list):
+            stack[:] = [m for m in stack if id(m) not in ours]
+        coordinator = getattr(partitioned_param_coordinator, "PartitionedParameterCoordinator", object)
+        for attr in vars(coordinator).values():  # memoised methods, maybe under DeepSpeed's instrument_w_nvtx
+            for fn in (attr, *(cell.cell_contents for cell in getattr(attr, "__closure__", None) or ())):
+                if callable(getattr(fn, "cache_clear", None)):
+                    fn.cache_clear()  # only a cache: refilled on use

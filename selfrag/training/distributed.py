@@ -25,7 +25,6 @@ adapters in `adapter/`, the model merged.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -49,7 +48,13 @@ from selfrag.training.deepspeed_engine import (
     zero3_init,
 )
 from selfrag.training.fsdp import FSDPEngine
-from selfrag.training.process_group import Dist, Engine, init_distributed, setup_rank_logging
+from selfrag.training.process_group import (
+    Dist,
+    Engine,
+    init_distributed,
+    setup_rank_logging,
+    shutdown_distributed,
+)
 from selfrag.training.trackers import Trackers
 
 __all__ = [
@@ -120,18 +125,21 @@ def train_distributed(config: FinetuneConfig, encode_fn: Any = None) -> Any:
 
     created = not dist.is_initialized()
     saved_env = {key: os.environ.get(key) for key in ENV_KEYS}
+    clean = False
     try:
-        return _train(config, encode_fn, init_distributed(config.strategy))
+        result = _train(config, encode_fn, init_distributed(config.strategy))
+        clean = True
+        return result
     finally:
-        if created and dist.is_initialized():
-            with contextlib.suppress(Exception):
-                dist.destroy_process_group()
-        if created:
-            for key, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        try:
+            shutdown_distributed(destroy=created, clean=clean)  # barrier, engines closed, groups destroyed and joined
+        finally:
+            if created:
+                for key, value in saved_env.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
 
 
 def _train(config: FinetuneConfig, encode_fn: Any, d: Dist) -> Any:
