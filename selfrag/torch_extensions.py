@@ -6,7 +6,7 @@ compiles `deepspeed_shm_comm` and an offloaded optimizer compiles `cpu_adam`, bo
 it builds, everyone else polls until it disappears. A build killed hard (SIGKILL, a timeout that kills the process
 group, a crash) leaves the file behind, and from then on every run polls forever without a word.
 
-`prepare_torch_extensions()`, called right before `import deepspeed`:
+`prepare_torch_extensions()`, called right before `import deepspeed` (`import_deepspeed()` does both):
 
 * gives the builds a folder of the project's own when `TORCH_EXTENSIONS_DIR` is unset:
   `<venv>/torch_extensions/<py>_<acc>` in a writable virtual environment (it goes with the venv), else
@@ -24,6 +24,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from selfrag.errors import ConfigError
 
@@ -148,3 +149,12 @@ def prepare_torch_extensions() -> Path:
             f"and every run would wait on it forever; if no other build is running, remove it: rm {lock}"
         )
     return root
+
+
+def import_deepspeed() -> Any:
+    """`import deepspeed`, after `prepare_torch_extensions()`: the JIT builds it may start (`deepspeed_shm_comm` at
+    `init_distributed`, `cpu_adam` for an offloaded optimizer) go to the project's folder, never wait on a dead lock."""
+    prepare_torch_extensions()
+    import deepspeed
+
+    return deepspeed

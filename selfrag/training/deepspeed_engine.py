@@ -146,13 +146,10 @@ def load_model_partitioned(config: FinetuneConfig, tokenizer: Any, added: Any, d
     transformers builds the resized embedding matrices as ordinary tensors on every rank (a zero.Init shape of 0
     would break its modelling code); their rows are identical on all ranks once the new rows are mean-initialised
     (or drawn from the same seed), so they are partitioned right after, with `zero.Init(module=model)`."""
-    from selfrag.torch_extensions import prepare_torch_extensions
-
-    prepare_torch_extensions()
-    import deepspeed
-
+    from selfrag.torch_extensions import import_deepspeed
     from selfrag.training.model import load_model
 
+    deepspeed = import_deepspeed()
     with zero3_init(ds_config):
         model = load_model(config, tokenizer, added)
         deepspeed.zero.Init(module=model, config_dict_or_path=ds_config)  # partitions what is not yet partitioned
@@ -183,12 +180,9 @@ class DeepSpeedEngine(Engine):
         ds_config: dict[str, Any] | None = None,
     ):
         super().__init__(config, model, dist_, max_train_steps)
-        from selfrag.torch_extensions import prepare_torch_extensions
-
-        prepare_torch_extensions()  # deepspeed.initialize may JIT-build ops (cpu_adam for an offloaded optimizer)
-        import deepspeed
         from transformers import get_scheduler
 
+        from selfrag.torch_extensions import import_deepspeed
         from selfrag.training.loop import _param_groups
 
         self.ds_config = ds_config or _fill_ds_config(config, model.config.hidden_size, dist_.world_size)
@@ -202,7 +196,7 @@ class DeepSpeedEngine(Engine):
                 num_training_steps=max_train_steps,
             )
 
-        self.engine, _, _, self.scheduler = deepspeed.initialize(
+        self.engine, _, _, self.scheduler = import_deepspeed().initialize(
             model=model,
             model_parameters=_param_groups(model, config.weight_decay),
             config=self.ds_config,

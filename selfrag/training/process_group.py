@@ -86,12 +86,9 @@ def init_distributed(strategy: str) -> Dist:
         if strategy == "deepspeed":
             if not cuda:
                 os.environ.setdefault("DS_ACCELERATOR", "cpu")
-            from selfrag.torch_extensions import prepare_torch_extensions
+            from selfrag.torch_extensions import import_deepspeed
 
-            prepare_torch_extensions()  # init_distributed JIT-builds deepspeed_shm_comm on CPU
-            import deepspeed
-
-            deepspeed.init_distributed(dist_backend=backend)
+            import_deepspeed().init_distributed(dist_backend=backend)
         else:
             dist.init_process_group(backend=backend)
     return Dist(rank, world, local, device, backend)

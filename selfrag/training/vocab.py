@@ -93,12 +93,9 @@ def _full_rows(param: Any) -> int:
 def _gathered(params: Sequence[Any]) -> Any:
     """Context giving every rank the full ZeRO-3 partitioned `params`; rank 0's changes are kept on exit."""
     if any(hasattr(p, "ds_id") for p in params):
-        from selfrag.torch_extensions import prepare_torch_extensions
+        from selfrag.torch_extensions import import_deepspeed
 
-        prepare_torch_extensions()
-        import deepspeed
-
-        return deepspeed.zero.GatheredParameters(list(params), modifier_rank=0)
+        return import_deepspeed().zero.GatheredParameters(list(params), modifier_rank=0)
     return contextlib.nullcontext()
 
 
