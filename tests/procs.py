@@ -55,6 +55,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def torchrun(script: str | os.PathLike, *args: str, nproc: int = 2, port: int | None = None) -> list[str]:
+    """`python -m torch.distributed.run --nproc_per_node N` of this interpreter on 127.0.0.1 (a free port unless
+    given), running `script` with `args`."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port or free_port()}",
+        str(script),
+        *args,
+    ]
+
+
 def _stats() -> dict[int, tuple[int, int, str]]:
     """pid -> (parent pid, process group, state) of every process we can see."""
     table = {}

@@ -7,12 +7,11 @@ import importlib.util
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from procs import free_port, run
+from procs import run, torchrun
 
 from selfrag.errors import ConfigError
 from selfrag.tokens import ALL_TOKENS
@@ -239,17 +238,7 @@ def test_script_reports_config_errors_as_exit_status_2(tmp_path):
 
 def test_readme_command_under_torchrun_with_fsdp2(base_model_dir, data_file, tmp_path):
     out = tmp_path / "critic"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}",
-        str(SCRIPT),
-        *readme_flags(base_model_dir, data_file, out),
-        "--use_special_token",
-    ]
+    cmd = torchrun(SCRIPT, *readme_flags(base_model_dir, data_file, out), "--use_special_token")
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",

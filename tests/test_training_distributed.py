@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from procs import free_port, run
+from procs import run
+from procs import torchrun as torchrun_cmd
 
 from selfrag.errors import ConfigError
 from selfrag.testing import TRAIN_ROWS
@@ -49,14 +50,8 @@ def train_file(tmp_path_factory):
 
 def torchrun(model_dir, train_file, output_dir, *flags: str, nproc: int = 2) -> str:
     """Run finetune.py under `torchrun --nproc_per_node nproc`; return its output, or fail showing its tail."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={nproc}",
-        "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}",
-        str(FINETUNE),
+    cmd = torchrun_cmd(
+        FINETUNE,
         "--model_name_or_path",
         str(model_dir),
         "--train_file",
@@ -70,7 +65,8 @@ def torchrun(model_dir, train_file, output_dir, *flags: str, nproc: int = 2) -> 
         "--seed=0",
         "--logging_steps=1",
         *flags,
-    ]
+        nproc=nproc,
+    )
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",

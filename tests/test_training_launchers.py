@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from procs import _marked, free_port, kill_all, members, run
+from procs import _marked, free_port, kill_all, members, run, torchrun
 
 from selfrag.testing import TRAIN_ROWS
 from selfrag.tokens import ALL_TOKENS
@@ -244,14 +244,8 @@ def test_two_nodes_train_like_one_node_with_two_processes(base_model, train_file
 
 def critic_cmd(model: Path, data: Path, out: Path, port: int) -> list[str]:
     """The README's critic command (torchrun, FSDP), fp32, saving every 2 updates, resumable."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={port}",
-        str(CRITIC),
+    return torchrun(
+        CRITIC,
         f"--model_name_or_path={model}",
         f"--data_path={data}",
         f"--output_dir={out}",
@@ -267,7 +261,8 @@ def critic_cmd(model: Path, data: Path, out: Path, port: int) -> list[str]:
         "--use_special_token",
         "--fsdp",
         "full_shard auto_wrap",
-    ]
+        port=port,
+    )
 
 
 def test_critic_kill_9_then_the_same_command_resumes_to_the_same_weights(base_model, tmp_path):

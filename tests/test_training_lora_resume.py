@@ -147,16 +147,13 @@ def test_lora_trains_the_new_reflection_rows_from_their_mean_init(base_dir, full
 def torchrun_finetune(*args: str, cwd: Path) -> str:
     import importlib.util
     import os
-    import sys
 
-    from procs import free_port, run
+    from procs import run, torchrun
 
     if importlib.util.find_spec("deepspeed") is None:
         pytest.skip("deepspeed not installed")
-    port = free_port()
     root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={port}", str(root / "retrieval_lm" / "finetune.py"), *args]  # fmt: skip
+    cmd = torchrun(root / "retrieval_lm" / "finetune.py", *args)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     return run(cmd, env=env, timeout=300, cwd=cwd).output  # fails the test on a non-zero exit

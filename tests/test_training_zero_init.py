@@ -11,13 +11,12 @@ import importlib.util
 import json
 import math
 import os
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from procs import free_port, run
+from procs import run, torchrun
 
 from selfrag.prompts import PROMPT_DICT
 from selfrag.tokens import ALL_TOKENS
@@ -80,17 +79,7 @@ def train_file(tmp_path_factory):
 
 
 def run_torchrun(script: Path, *args: str, cwd: Path) -> str:
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={port}",
-        str(script),
-        *args,
-    ]
+    cmd = torchrun(script, *args)
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
