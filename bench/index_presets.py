@@ -24,16 +24,13 @@ import json
 import math
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from selfrag.retrieval.index import FaissIndex, import_faiss  # noqa: E402
+from selfrag.retrieval.index import FaissIndex, import_faiss
 
 ROOT = Path(__file__).resolve().parent.parent
 WIKIPEDIA = 21_015_324  # passages in DPR psgs_w100.tsv

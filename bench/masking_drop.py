@@ -21,12 +21,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from selfrag.data import clean, load_items  # noqa: E402
-from selfrag.tokens import ALL_TOKENS, PARAGRAPH_START  # noqa: E402
-from selfrag.training.encode import IGNORE_INDEX, build_prompt, encode_example  # noqa: E402
-from selfrag.training.vocab import add_reflection_tokens  # noqa: E402
+from selfrag.data import clean, load_items
+from selfrag.tokens import ALL_TOKENS, PARAGRAPH_START
+from selfrag.training.encode import IGNORE_INDEX, build_prompt, encode_example
+from selfrag.training.vocab import add_reflection_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 

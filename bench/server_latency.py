@@ -20,22 +20,19 @@ import json
 import platform
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import openai
+import torch
+import uvicorn
 
-import openai  # noqa: E402
-import torch  # noqa: E402
-import uvicorn  # noqa: E402
-
-from selfrag.backends.hf import HFBackend  # noqa: E402
-from selfrag.data import get_ctxs, load_items  # noqa: E402
-from selfrag.scoring import Weights  # noqa: E402
-from selfrag.server import RequestOptions, SelfRagEngine, ServerConfig, build_search, create_app  # noqa: E402
+from selfrag.backends.hf import HFBackend
+from selfrag.data import get_ctxs, load_items
+from selfrag.scoring import Weights
+from selfrag.server import RequestOptions, SelfRagEngine, ServerConfig, build_search, create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_ID = "selfrag-bench"

@@ -18,22 +18,19 @@ import argparse
 import json
 import math
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from selfrag.backends.base import GenParams  # noqa: E402
-from selfrag.backends.hf import HFBackend  # noqa: E402
-from selfrag.data import get_ctxs, load_items  # noqa: E402
-from selfrag.decoding.short_form import ShortFormSettings, postprocess_answer, run_batch  # noqa: E402
-from selfrag.prompts import format_evidence, format_prompt  # noqa: E402
-from selfrag.scoring import Weights  # noqa: E402
-from selfrag.tokens import ISREL_TOKENS, ISSUP_TOKENS, ISUSE_TOKENS, NO_RETRIEVAL, RETRIEVAL, ReflectionVocab  # noqa: E402
+from selfrag.backends.base import GenParams
+from selfrag.backends.hf import HFBackend
+from selfrag.data import get_ctxs, load_items
+from selfrag.decoding.short_form import ShortFormSettings, postprocess_answer, run_batch
+from selfrag.prompts import format_evidence, format_prompt
+from selfrag.scoring import Weights
+from selfrag.tokens import ISREL_TOKENS, ISSUP_TOKENS, ISUSE_TOKENS, NO_RETRIEVAL, RETRIEVAL, ReflectionVocab
 
 ROOT = Path(__file__).resolve().parent.parent
 

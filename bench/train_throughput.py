@@ -19,14 +19,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from accelerate.state import AcceleratorState
 
-import torch  # noqa: E402
-from accelerate.state import AcceleratorState  # noqa: E402
-
-from selfrag.testing import build_tiny_model  # noqa: E402
-from selfrag.training.config import FinetuneConfig  # noqa: E402
-from selfrag.training.loop import train  # noqa: E402
+from selfrag.testing import build_tiny_model
+from selfrag.training.config import FinetuneConfig
+from selfrag.training.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 

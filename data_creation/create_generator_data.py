@@ -19,12 +19,9 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from selfrag.cli import parse_config, run_main, setup_logging  # noqa: E402
-from selfrag.data_creation.pipeline import GeneratorDataConfig, run_generator_data  # noqa: E402
+from selfrag.cli import parse_config, run_main, setup_logging
+from selfrag.data_creation.pipeline import GeneratorDataConfig, run_generator_data
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from selfrag.cli import parse_config, run_main  # noqa: E402
-from selfrag.training.critic import CriticConfig  # noqa: E402
-from selfrag.training.distributed import setup_rank_logging  # noqa: E402
+from selfrag.cli import parse_config, run_main
+from selfrag.training.critic import CriticConfig
+from selfrag.training.distributed import setup_rank_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from selfrag import commands  # noqa: E402
-from selfrag.cli import run_main  # noqa: E402
+from selfrag import commands
+from selfrag.cli import run_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from selfrag.testing import build_tiny_model  # noqa: E402
+from selfrag.testing import build_tiny_model
 
 
 def main(argv: list[str] | None = None) -> int:
