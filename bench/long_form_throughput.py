@@ -16,22 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from selfrag.backends.hf import HFBackend  # noqa: E402
-from selfrag.data import get_ctxs, load_items  # noqa: E402
-from selfrag.decoding.long_form import LongFormSettings, beam_search  # noqa: E402
-from selfrag.long_form import assemble_answer  # noqa: E402
-from selfrag.prompts import TASK_INST, format_prompt  # noqa: E402
-from selfrag.scoring import Weights  # noqa: E402
-from selfrag.tokens import ReflectionVocab  # noqa: E402
+from selfrag.backends.hf import HFBackend
+from selfrag.data import get_ctxs, load_items
+from selfrag.decoding.long_form import LongFormSettings, beam_search
+from selfrag.eval.long_form import assemble_answer
+from selfrag.prompts import TASK_INST, format_prompt
+from selfrag.scoring import Weights
+from selfrag.tokens import ReflectionVocab
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from selfrag.baseline import BaselineConfig, run_baseline  # noqa: E402
-from selfrag.cli import parse_config, run_main, setup_logging  # noqa: E402
+from selfrag.cli import parse_config, run_main, setup_logging
+from selfrag.eval.baseline import BaselineConfig, run_baseline
 
 
 def main(argv: Sequence[str] | None = None) -> int:

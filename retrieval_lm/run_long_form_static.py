@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from selfrag.cli import parse_config, run_main, setup_logging  # noqa: E402
-from selfrag.long_form import LongFormConfig, run_long_form  # noqa: E402
+from selfrag.cli import parse_config, run_main, setup_logging
+from selfrag.eval.long_form import LongFormConfig, run_long_form
 
 
 def main(argv: Sequence[str] | None = None) -> int:

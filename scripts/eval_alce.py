@@ -6,7 +6,7 @@ ALCE eval.py's flags, plus the NLI model (any TRUE-style seq2seq or sequence-cla
         --nli_model google/t5_xxl_true_nli_mixture --nli_kind true
 
 Reads what retrieval_lm/run_long_form_static.py --task asqa (or run_baseline_lm.py --task asqa) writes; writes the
-scores to <f>.score as ALCE does (and, with --result_fp FILE, a summary for scripts/results_table.py).
+scores to <f>.score as ALCE does (and, with --result_fp FILE, a summary for selfrag eval --table).
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from selfrag.alce import AlceEvalConfig, evaluate_file
 from selfrag.cli import parse_config, run_main, setup_logging
+from selfrag.eval.alce import AlceEvalConfig, evaluate_file
 
 
 def main(argv: Sequence[str] | None = None) -> int:

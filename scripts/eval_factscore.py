@@ -16,12 +16,9 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from selfrag.cli import parse_config, run_main, setup_logging
-from selfrag.factscore_adapter import FactScoreConfig, evaluate_factscore
+from selfrag.eval.factscore import FactScoreConfig, evaluate_factscore
 
 
 def main(argv: Sequence[str] | None = None) -> int:

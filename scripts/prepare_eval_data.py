@@ -9,7 +9,7 @@ Convert (the dataset is detected from the original file names, else pass --datas
     python scripts/prepare_eval_data.py --input_file ~/Downloads/eval_data/health_claims_processed.jsonl \
         --output_file eval_data/health_claims_processed.jsonl --report_file results/pubhealth_data_report.json
 
-The expected forms and the conversion rules are documented in selfrag/eval_formats.py and selfrag/eval_convert.py.
+The expected forms and the conversion rules are documented in selfrag/eval/formats.py and selfrag/eval/convert.py.
 """
 
 from __future__ import annotations
@@ -17,13 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-from selfrag.cli import run_main, setup_logging  # noqa: E402
-from selfrag.data import write_json_atomic  # noqa: E402
-from selfrag.eval_data import TASK_FORMATS, prepare_eval_file  # noqa: E402
+from selfrag.cli import run_main, setup_logging
+from selfrag.data import write_json_atomic
+from selfrag.eval.data import TASK_FORMATS, prepare_eval_file
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -140,7 +140,7 @@ def retrieve(argv: Sequence[str] | None, description: str | None = None) -> int:
 
 
 def infer(argv: Sequence[str]) -> int:
-    from selfrag.short_form import ShortFormConfig, run_short_form
+    from selfrag.eval.short_form import ShortFormConfig, run_short_form
 
     setup_logging()
     run_short_form(parse_config(ShortFormConfig, argv, description=COMMANDS["infer"].help))
@@ -148,7 +148,7 @@ def infer(argv: Sequence[str]) -> int:
 
 
 def long_form(argv: Sequence[str]) -> int:
-    from selfrag.long_form import LiveLongFormConfig, LongFormConfig, run_live_long_form, run_long_form
+    from selfrag.eval.long_form import LiveLongFormConfig, LongFormConfig, run_live_long_form, run_long_form
 
     setup_logging()
     argv = list(argv)
@@ -168,7 +168,7 @@ LIVE_DESCRIPTION = (
 
 
 def baseline(argv: Sequence[str]) -> int:
-    from selfrag.baseline import BaselineConfig, run_baseline
+    from selfrag.eval.baseline import BaselineConfig, run_baseline
 
     setup_logging()
     run_baseline(parse_config(BaselineConfig, argv, description=COMMANDS["baseline"].help))
@@ -250,7 +250,7 @@ def combine(argv: Sequence[str] | None, description: str | None = None) -> int:
 
 # ---------------------------------------------------------------------------------------------------- evaluation
 
-METRIC_NAMES = ("match", "accuracy", "exact_match", "f1")  # = selfrag.metrics.METRICS, without importing it
+METRIC_NAMES = ("match", "accuracy", "exact_match", "f1")  # = selfrag.eval.metrics.METRICS, without importing it
 
 
 @dataclass
@@ -261,7 +261,7 @@ class EvalConfig:
         "Result files (or folders of them) of run_short_form.py / run_baseline_lm.py.", default=None
     )
     metric: list[str] = flag(
-        "Metrics to compute (default: all four). match is the paper's; see selfrag/metrics.py.",
+        "Metrics to compute (default: all four). match is the paper's; see selfrag/eval/metrics.py.",
         default=None,
         metadata={"choices": METRIC_NAMES},
     )
@@ -269,14 +269,28 @@ class EvalConfig:
         "Score as this task (arc_c, fever or none); default: each file's config.task.", default=None
     )
     table: bool = flag(
-        "Print the paper's Table 2 from the files instead (scripts/results_table.py; --metric: one stored metric).",
+        "Print the paper's Table 2 from the files instead (selfrag/eval/results_table.py; --metric: one stored "
+        "metric).",
         default=False,
+    )
+    sweep: list[str] = flag(
+        "With --table: also the Fig. 3c threshold sweep of these adaptive Self-RAG result files (or folders).",
+        default=None,
+    )
+    plot: str | None = flag(
+        "With --sweep: save Fig. 3c (accuracy and retrieval frequency vs threshold) here (needs matplotlib).",
+        default=None,
     )
     output: str | None = flag("Also write the table (markdown) to this file.", default=None)
 
     def __post_init__(self) -> None:
-        if not self.files:
+        if (self.sweep or self.plot) and not self.table:
+            raise ConfigError("--sweep and --plot go with --table: selfrag eval [FILES] --table --sweep FILES")
+        if self.plot and not self.sweep:
+            raise ConfigError("--plot draws the threshold sweep: add --sweep FILES")
+        if not self.files and not self.sweep:
             raise ConfigError("give result files: selfrag eval results/popqa.json [more files or folders]")
+        self.files = list(self.files or [])
         self.metric = list(self.metric or METRIC_NAMES)
         if self.table and len(self.metric) > 1 and self.metric != list(METRIC_NAMES):
             raise ConfigError("--table reports one metric: pass at most one --metric")
@@ -289,7 +303,7 @@ def rescore(path: Path, metrics: Sequence[str], task: str | None = None) -> dict
     `{"file", "task", "items", <metric>: value ...}`.
     """
     from selfrag.data import read_text, run_config
-    from selfrag.metrics import metric_fn
+    from selfrag.eval.metrics import metric_fn
 
     text = read_text(path, "result file")
     data = _result_json(path, text)
@@ -349,7 +363,7 @@ def rescore_markdown(rows: Sequence[dict[str, Any]], metrics: Sequence[str]) -> 
 
 
 def evaluate(argv: Sequence[str]) -> int:
-    from selfrag.results_table import collect, result_files, table2_markdown
+    from selfrag.eval.results_table import collect, result_files, sweep_curves, sweep_markdown, table2_markdown
 
     setup_logging(logging.WARNING)
     argv = list(argv)
@@ -360,9 +374,14 @@ def evaluate(argv: Sequence[str]) -> int:
     if config.output:  # a file is written: say where (the table itself goes to stdout, without log lines)
         setup_logging()
         write_config_record(config, argv, config.output + RECORD_SUFFIX)
+    curves = None
     if config.table:
         metric = config.metric[0] if config.metric != list(METRIC_NAMES) else None
-        text = table2_markdown(collect(config.files, metric))
+        parts = [table2_markdown(collect(config.files, metric))] if config.files else []
+        if config.sweep:
+            curves = sweep_curves(collect(config.sweep, metric))
+            parts.append(sweep_markdown(curves))
+        text = "\n".join(parts)
     else:
         files = [p for p in result_files(config.files) if not p.name.endswith(RECORD_SUFFIX)]
         text = rescore_markdown([rescore(p, config.metric, config.task) for p in files], config.metric)
@@ -372,7 +391,24 @@ def evaluate(argv: Sequence[str]) -> int:
 
         write_text_atomic(config.output, text)
         logger.info("wrote the table to %s", config.output)
+    if config.plot and curves:
+        _plot_sweep(curves, config.plot)
     return 0
+
+
+def _plot_sweep(curves: Any, path: str) -> None:
+    """Draw Fig. 3c to `path`; without matplotlib, say so on stderr (the sweep is printed already)."""
+    from selfrag.eval.results_table import plot_sweep
+
+    try:
+        saved = plot_sweep(curves, path)
+    except ImportError:
+        sys.stderr.write(
+            f"matplotlib is not installed, so {path} was not drawn (pip install matplotlib); "
+            "the sweep is printed above\n"
+        )
+    else:
+        sys.stderr.write(f"saved {saved}\n")
 
 
 # ---------------------------------------------------------------------------------------------------- delegated
@@ -419,7 +455,10 @@ COMMANDS: dict[str, Command] = {
     "train": Command("Fine-tune the generator (finetune.py); --critic: the critic (train_special_tokens.py)", train),
     "label": Command("Label data for one reflection aspect with a judge LM (data_creation/critic_label.py)", label),
     "combine": Command("Combine judge labels into critic train / dev data (combine_critic_data.py)", combine),
-    "eval": Command("Re-score result files with chosen metrics, or print Table 2 (--table)", evaluate),
+    "eval": Command(
+        "Re-score result files with chosen metrics, or print Table 2 (--table) and the threshold sweep (--sweep)",
+        evaluate,
+    ),
     "serve": Command("OpenAI-compatible HTTP server over Self-RAG (selfrag.server)", _delegate("selfrag.server")),
     "quickstart": Command(
         "Offline Self-RAG demo on the shipped corpus (selfrag.quickstart)", _delegate("selfrag.quickstart")

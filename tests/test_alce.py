@@ -1,4 +1,4 @@
-"""selfrag/alce.py and scripts/eval_alce.py: ALCE's ASQA metrics on hand-made answers with hand-derived numbers,
+"""selfrag/eval/alce.py and scripts/eval_alce.py: ALCE's ASQA metrics on hand-made answers with hand-derived numbers,
 and the NLI plumbing with tiny HF models built in code (a BERT classifier and a T5 'TRUE' model)."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from selfrag.alce import (
+from selfrag.errors import ConfigError, DataFormatError
+from selfrag.eval.alce import (
     AlceEvalConfig,
     CallableNLI,
     SeqClsNLI,
@@ -31,8 +32,7 @@ from selfrag.alce import (
     rouge_lsum_scores,
     str_em_hit,
 )
-from selfrag.alce_models import mauve_texts, qa_scores
-from selfrag.errors import ConfigError, DataFormatError
+from selfrag.eval.alce_models import mauve_texts, qa_scores
 
 ROOT = Path(__file__).resolve().parent.parent
 ASQA = ROOT / "eval_data" / "asqa_eval_gtr_top100.json"
@@ -623,7 +623,7 @@ def test_mauve_with_a_tiny_gpt2_featurizer(tmp_path):
     """The real MAUVE path (mauve-text), with a tiny GPT-2 built in code as the featurizer (mauve accepts any model
     whose name contains 'gpt2'): identical text sets score 100, different ones less."""
     pytest.importorskip("mauve")
-    from selfrag.alce_models import mauve_score
+    from selfrag.eval.alce_models import mauve_score
 
     build_tiny_gpt2(tmp_path / "tiny-gpt2")
     texts = [f"The capital of France is Paris number {i}." for i in range(12)]
@@ -665,7 +665,7 @@ def build_tiny_bert_qa(path: Path) -> Path:
 
 
 def test_extractive_qa_with_a_tiny_bert(tmp_path):
-    from selfrag.alce_models import hf_qa_function
+    from selfrag.eval.alce_models import hf_qa_function
 
     path = build_tiny_bert_qa(tmp_path / "qa")
     qa = hf_qa_function(str(path), device="cpu")

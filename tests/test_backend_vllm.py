@@ -188,7 +188,7 @@ def test_short_form_run_is_the_same_on_both_backends(vllm_backend, hf_backend, t
     from pathlib import Path
 
     from selfrag.data import load_items
-    from selfrag.short_form import ShortFormConfig, run_short_form
+    from selfrag.eval.short_form import ShortFormConfig, run_short_form
 
     items = load_items(Path(__file__).resolve().parent.parent / "eval_data" / "popqa_longtail_w_gs.jsonl")[:4]
     for item in items:  # keep prompts well inside max_model_len=512 of the tiny tokenizer

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from backends import FailingBackend
 
-from selfrag.baseline import (
+from selfrag.errors import ConfigError
+from selfrag.eval.baseline import (
     BaselineConfig,
     final_answer,
     format_paragraph,
@@ -19,7 +20,6 @@ from selfrag.baseline import (
     postprocess_output,
     run_baseline,
 )
-from selfrag.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("run_baseline_lm", ROOT / "retrieval_lm" / "run_baseline_lm.py")
@@ -368,7 +368,7 @@ def test_compat_original_writes_json_lines_as_the_original(tiny_model_dir, tmp_p
     """The original wrote one record per line (save_file_jsonl) whatever --result_fp was called; --compat original
     does too, and the tools that read results (selfrag eval, the results table) read it back."""
     from selfrag import commands
-    from selfrag.results_table import load_results
+    from selfrag.eval.results_table import load_results
 
     file = ROOT / "eval_data" / "popqa_longtail_w_gs.jsonl"
     out_file = tmp_path / "popqa_llama2-7b_ret.json"

@@ -18,10 +18,10 @@ from selfrag.backends.hf import HFBackend
 from selfrag.decoding.long_form import beam_search
 from selfrag.decoding.short_form import ShortFormSettings, run_batch
 from selfrag.errors import BackendError, ConfigError
-from selfrag.long_form import LongFormConfig, run_long_form
+from selfrag.eval.long_form import LongFormConfig, run_long_form
+from selfrag.eval.short_form import ShortFormConfig, run_short_form
 from selfrag.prompts import TASK_INST, build_instruction, chat_template_prompt, format_evidence, format_prompt
 from selfrag.server.engine import RequestOptions, SelfRagEngine
-from selfrag.short_form import ShortFormConfig, run_short_form
 from selfrag.tokens import ReflectionVocab
 from selfrag.training.encode import IGNORE_INDEX, chat_prompt, encode_example
 

@@ -1,4 +1,4 @@
-"""selfrag/eval_data.py and scripts/prepare_eval_data.py: format checks, conversion rules, the CLI end to end.
+"""selfrag/eval/data.py and scripts/prepare_eval_data.py: format checks, conversion rules, the CLI end to end.
 
 Run with `python -m pytest tests/test_eval_data.py -q`.
 """
@@ -14,7 +14,7 @@ import pytest
 
 from selfrag.data import clean, load_items
 from selfrag.errors import ConfigError, DataFormatError
-from selfrag.eval_data import (
+from selfrag.eval.data import (
     MAX_LISTED,
     TASK_FORMATS,
     check_items,
@@ -23,7 +23,7 @@ from selfrag.eval_data import (
     detect_dataset,
     file_sha256,
 )
-from selfrag.short_form import ShortFormConfig, prepare_items
+from selfrag.eval.short_form import ShortFormConfig, prepare_items
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_DATA = ROOT / "eval_data"

@@ -1,4 +1,4 @@
-"""selfrag/factscore_adapter.py and scripts/eval_factscore.py: FactScore's input written from our outputs, its
+"""selfrag/eval/factscore.py and scripts/eval_factscore.py: FactScore's input written from our outputs, its
 score read back, and the command passed through. FactScore itself (torch<2, openai<0.28, an OpenAI judge and its
 Wikipedia db) cannot run here; `test_runs_factscore_as_a_subprocess` uses a stand-in `factscore.factscorer`
 module that records its command line and writes an output of FactScore's shape."""
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from selfrag.errors import DataFormatError
-from selfrag.factscore_adapter import (
+from selfrag.eval.factscore import (
     FactScoreConfig,
     evaluate_factscore,
     factscore_command,

@@ -13,7 +13,7 @@ import pytest
 from selfrag.backends.base import Generation
 from selfrag.backends.scripted import ScriptedBackend, make_generation
 from selfrag.decoding.long_form import LongFormSettings, beam_search, split_segment
-from selfrag.long_form import assemble_answer, clean_segment, fix_spacing
+from selfrag.eval.long_form import assemble_answer, clean_segment, fix_spacing
 from selfrag.prompts import format_evidence
 from selfrag.scoring import Weights
 from selfrag.tokens import ALL_TOKENS, ReflectionVocab

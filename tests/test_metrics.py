@@ -1,10 +1,10 @@
-"""selfrag/metrics.py: the paper's `match` and the strict metrics beside it (spec §10, §4.2 step 6, §13.10)."""
+"""selfrag/eval/metrics.py: the paper's `match` and the strict metrics beside it (spec §10, §4.2 step 6, §13.10)."""
 
 from __future__ import annotations
 
 import pytest
 
-from selfrag.metrics import (
+from selfrag.eval.metrics import (
     METRICS,
     accuracy,
     exact_match,

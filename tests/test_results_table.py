@@ -1,8 +1,8 @@
-"""scripts/results_table.py: Table 2 and the Fig. 3c sweep from hand-written result files (and from real runs)."""
+"""`selfrag eval --table` (selfrag/eval/results_table.py): Table 2 and the Fig. 3c sweep from hand-written result
+files (and from real runs)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import sys
@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from selfrag.results_table import model_label
+from selfrag.commands import main as selfrag_main
+from selfrag.eval.results_table import model_label
 
 ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("results_table_script", ROOT / "scripts" / "results_table.py")
-script = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(script)
+
+
+def table(args: list[str]) -> int:
+    """`selfrag eval ARGS --table`: its exit status (0, or 2 with the error logged, as on the command line)."""
+    return selfrag_main(["eval", *args, "--table"])
 
 
 def selfrag_result(model, input_file, task, mean, mode="adaptive_retrieval", threshold=0.2, freq=0.5, **metrics):
@@ -116,7 +119,7 @@ TABLE = """\
 
 def test_table2_from_sample_files(results_dir, tmp_path, capsys, caplog):
     with caplog.at_level(logging.WARNING):
-        assert script.main([str(results_dir), "--output", str(tmp_path / "table.md")]) == 0
+        assert table([str(results_dir), "--output", str(tmp_path / "table.md")]) == 0
     assert capsys.readouterr().out == TABLE
     assert (tmp_path / "table.md").read_text() == TABLE
     assert "asqa_llama2.json: no metric value" in caplog.text
@@ -124,14 +127,14 @@ def test_table2_from_sample_files(results_dir, tmp_path, capsys, caplog):
 
 def test_other_metric_and_missing_metric(results_dir, capsys, caplog):
     files = [str(results_dir / "popqa_selfrag7b.json"), str(results_dir / "popqa_llama2.json")]
-    assert script.main([*files, "--metric", "accuracy"]) == 0
+    assert table([*files, "--metric", "accuracy"]) == 0
     assert capsys.readouterr().out == (
         "| System | PopQA | TQA | Pub | ARC |\n|---|---|---|---|---|\n"
         "| *Baselines without retrieval* | | | | |\n| Llama2-7B | 10.0 | – | – | – |\n"
         "| *Self-RAG* | | | | |\n| Self-RAG 7B | 40.0 | – | – | – |\n"
     )
     with caplog.at_level(logging.ERROR):
-        assert script.run_main(script.main, [str(results_dir / "tqa_llama2.json"), "--metric", "accuracy"]) == 2
+        assert table([str(results_dir / "tqa_llama2.json"), "--metric", "accuracy"]) == 2
     assert "tqa_llama2.json: no 'accuracy' in its 'metrics' (['match'])" in caplog.text
 
 
@@ -142,14 +145,14 @@ def test_two_files_for_one_cell_are_an_error(results_dir, caplog):
         selfrag_result("selfrag/selfrag_llama2_7b", "popqa_longtail_w_gs.jsonl", None, 0.5, threshold=0.5),
     )
     with caplog.at_level(logging.ERROR):
-        assert script.run_main(script.main, [str(results_dir)]) == 2
+        assert table([str(results_dir)]) == 2
     assert "two results for Self-RAG 7B / PopQA" in caplog.text
 
 
 def test_file_without_config_or_name_is_skipped(tmp_path, caplog):
     write(tmp_path, "result.json", {"metric_mean": 0.3})
     with caplog.at_level(logging.WARNING):
-        assert script.run_main(script.main, [str(tmp_path / "result.json")]) == 2
+        assert table([str(tmp_path / "result.json")]) == 2
     assert "name the file SYSTEM__TASK.json" in caplog.text and "no result file could be placed" in caplog.text
 
 
@@ -193,7 +196,7 @@ SWEEP = """\
 def test_sweep_table_and_plot(sweep_dir, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     plot = tmp_path / "fig" / "fig3c.png"
-    assert script.main(["--sweep", str(sweep_dir), "--plot", str(plot)]) == 0
+    assert table(["--sweep", str(sweep_dir), "--plot", str(plot)]) == 0
     captured = capsys.readouterr()
     assert captured.out == SWEEP
     assert f"saved {plot}" in captured.err
@@ -203,7 +206,7 @@ def test_sweep_table_and_plot(sweep_dir, tmp_path, capsys):
 def test_plot_without_matplotlib_says_so_and_still_prints(sweep_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
     plot = tmp_path / "fig3c.png"
-    assert script.main(["--sweep", str(sweep_dir), "--plot", str(plot)]) == 0
+    assert table(["--sweep", str(sweep_dir), "--plot", str(plot)]) == 0
     captured = capsys.readouterr()
     assert captured.out == SWEEP
     assert "matplotlib is not installed" in captured.err and "pip install matplotlib" in captured.err
@@ -212,7 +215,7 @@ def test_plot_without_matplotlib_says_so_and_still_prints(sweep_dir, tmp_path, c
 
 def test_table_and_sweep_together_and_bad_usage(results_dir, sweep_dir, capsys, caplog):
     assert (
-        script.main(
+        table(
             [
                 str(results_dir / "tqa_llama2.json"),
                 "--sweep",
@@ -225,18 +228,20 @@ def test_table_and_sweep_together_and_bad_usage(results_dir, sweep_dir, capsys, 
     out = capsys.readouterr().out
     assert out.startswith("| System | PopQA |") and out.endswith("| Self-RAG 7B | Pub | 0.5 | 70.0 | 30.0 |\n")
     with caplog.at_level(logging.ERROR):
-        assert script.run_main(script.main, [str(results_dir), "--plot", "x.png"]) == 2
-        assert script.run_main(script.main, ["--sweep", str(results_dir / "popqa_llama2.json")]) == 2
-        assert script.run_main(script.main, [str(results_dir / "nope.json")]) == 2
+        assert table([str(results_dir), "--plot", "x.png"]) == 2
+        assert table(["--sweep", str(results_dir / "popqa_llama2.json")]) == 2
+        assert table([str(results_dir / "nope.json")]) == 2
+        assert selfrag_main(["eval", "--sweep", str(sweep_dir)]) == 2  # the sweep is part of --table
     assert "--plot draws the threshold sweep: add --sweep" in caplog.text
+    assert "--sweep and --plot go with --table" in caplog.text
     assert "no threshold sweep found" in caplog.text
     assert "nope.json: no such file or directory" in caplog.text
 
 
 def test_table_from_real_runs_of_both_scripts(tiny_model_dir, tmp_path, capsys):
     """Outputs of run_baseline_lm.py and run_short_form.py on the tiny model land in the right cells."""
-    from selfrag.baseline import BaselineConfig, run_baseline
-    from selfrag.short_form import ShortFormConfig, run_short_form
+    from selfrag.eval.baseline import BaselineConfig, run_baseline
+    from selfrag.eval.short_form import ShortFormConfig, run_short_form
 
     popqa = str(ROOT / "eval_data" / "popqa_longtail_w_gs.jsonl")
     health = str(ROOT / "eval_data" / "health_claims_processed.jsonl")
@@ -275,7 +280,7 @@ def test_table_from_real_runs_of_both_scripts(tiny_model_dir, tmp_path, capsys):
             threshold=0.2,
         )
     )
-    assert script.main([str(out)]) == 0
+    assert table([str(out)]) == 0
     name = Path(tiny_model_dir).name
     assert capsys.readouterr().out == (
         "| System | PopQA | TQA | Pub | ARC |\n|---|---|---|---|---|\n"
@@ -380,7 +385,7 @@ WIDE_TABLE = """\
 
 def test_table2_with_bio_and_asqa_columns(long_form_dir, tmp_path, capsys, caplog):
     with caplog.at_level(logging.WARNING):
-        assert script.main([str(long_form_dir), "--output", str(tmp_path / "table.md")]) == 0
+        assert table([str(long_form_dir), "--output", str(tmp_path / "table.md")]) == 0
     assert capsys.readouterr().out == WIDE_TABLE
     assert (tmp_path / "table.md").read_text() == WIDE_TABLE
     assert "eli5_selfrag-7b.json: a scripts/eval_alce.py summary of task 'eli5', which is not a column" in caplog.text
@@ -395,7 +400,7 @@ def test_selfrag_eval_table_prints_the_wide_table_too(long_form_dir, capsys):
 
 def test_metric_flag_leaves_the_long_form_columns_alone(long_form_dir, capsys):
     files = [long_form_dir / "popqa_selfrag7b.json", long_form_dir / "long" / "asqa_selfrag-7b.json"]
-    assert script.main([*map(str, files), "--metric", "accuracy"]) == 0
+    assert table([*map(str, files), "--metric", "accuracy"]) == 0
     assert capsys.readouterr().out == (
         "| System | PopQA | TQA | Pub | ARC | Bio | ASQA em | ASQA rg | ASQA mau | ASQA pre | ASQA rec |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n"
@@ -408,7 +413,7 @@ def test_long_form_files_that_cannot_be_placed(tmp_path, caplog):
     summary = long_form_summary("alce", SELFRAG_LONG_CONFIG, "self-rag", str_em=0.3)
     write(tmp_path, "Self-RAG 7B__popqa.json", summary)
     with caplog.at_level(logging.ERROR):
-        assert script.run_main(script.main, [str(tmp_path / "Self-RAG 7B__popqa.json")]) == 2
+        assert table([str(tmp_path / "Self-RAG 7B__popqa.json")]) == 2
     assert (
         "Self-RAG 7B__popqa.json: named for PopQA but holds a scripts/eval_alce.py summary (ASQA); "
         "rename it SYSTEM__asqa.json"
@@ -423,8 +428,8 @@ def test_long_form_files_that_cannot_be_placed(tmp_path, caplog):
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         for name in ("no_config.json", "length_only.json", "nothing__asqa.json", "gen.json"):
-            assert script.run_main(script.main, [str(tmp_path / name)]) == 2
-        assert script.run_main(script.main, [str(tmp_path / "no_metrics.json")]) == 2
+            assert table([str(tmp_path / name)]) == 2
+        assert table([str(tmp_path / "no_metrics.json")]) == 2
     assert "no_config.json: no generation 'config' to name its row; name the file SYSTEM__bio.json" in caplog.text
     assert (
         "length_only.json: none of str_em, rougeLsum, mauve, citation_prec, citation_rec in it; skipped" in caplog.text
@@ -440,7 +445,7 @@ def test_long_form_files_that_cannot_be_placed(tmp_path, caplog):
 def test_two_asqa_summaries_for_one_row_are_an_error(long_form_dir, caplog):
     write(long_form_dir, "asqa_again.json", json.loads((long_form_dir / "long" / "asqa_selfrag-7b.json").read_text()))
     with caplog.at_level(logging.ERROR):
-        assert script.run_main(script.main, [str(long_form_dir)]) == 2
+        assert table([str(long_form_dir)]) == 2
     assert "two results for Self-RAG 7B / ASQA em" in caplog.text
 
 
@@ -469,8 +474,8 @@ BIO_OUTPUT = [  # FactScore's decisions for two biographies (its `score`, length
 def test_table_from_real_runs_of_both_scorers(tmp_path, capsys):
     """eval_alce.py and eval_factscore.py summaries of Self-RAG (long-form output + .config.json) and baseline
     (config inside) generations land in the right cells."""
-    from selfrag.alce import AlceEvalConfig, evaluate_file
-    from selfrag.factscore_adapter import FactScoreConfig, evaluate_factscore
+    from selfrag.eval.alce import AlceEvalConfig, evaluate_file
+    from selfrag.eval.factscore import FactScoreConfig, evaluate_factscore
 
     gen, results = tmp_path / "gen", tmp_path / "results"
     selfrag_out = ["Leonard Cohen wrote it [1]. The chorus is by Handel [2].", "It was beatles!"]
@@ -515,7 +520,7 @@ def test_table_from_real_runs_of_both_scorers(tmp_path, capsys):
         )
         evaluate_factscore(config)
 
-    assert script.main([str(results)]) == 0
+    assert table([str(results)]) == 0
     assert capsys.readouterr().out == (
         "| System | PopQA | TQA | Pub | ARC | Bio | ASQA em | ASQA rg | ASQA mau | ASQA pre | ASQA rec |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n"
@@ -539,13 +544,13 @@ def test_every_table2_cell_lands_in_its_readme_row_and_column(tmp_path):
 
     from procs import run
 
-    from selfrag.alce import AlceEvalConfig, summary
-    from selfrag.baseline import BaselineConfig
     from selfrag.cli import parse_config
-    from selfrag.factscore_adapter import FactScoreConfig, factscore_summary
-    from selfrag.long_form import LongFormConfig
-    from selfrag.results_table import LONG_COLUMNS, load_results
-    from selfrag.short_form import ShortFormConfig
+    from selfrag.eval.alce import AlceEvalConfig, summary
+    from selfrag.eval.baseline import BaselineConfig
+    from selfrag.eval.factscore import FactScoreConfig, factscore_summary
+    from selfrag.eval.long_form import LongFormConfig
+    from selfrag.eval.results_table import LONG_COLUMNS, load_results
+    from selfrag.eval.short_form import ShortFormConfig
 
     table2 = ROOT / "scripts" / "table2"
     rows = re.findall(

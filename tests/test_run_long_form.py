@@ -13,7 +13,7 @@ from backends import FailingBackend
 
 from selfrag.backends.scripted import ScriptedBackend, make_generation
 from selfrag.errors import ConfigError
-from selfrag.long_form import LongFormConfig, run_long_form
+from selfrag.eval.long_form import LongFormConfig, run_long_form
 from selfrag.prompts import TASK_INST, format_evidence, format_prompt
 from selfrag.testing import build_tiny_tokenizer
 from selfrag.tokens import ReflectionVocab

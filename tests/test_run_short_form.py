@@ -13,9 +13,9 @@ from backends import FailingBackend
 
 from selfrag.backends.base import GenParams
 from selfrag.errors import BackendError, ConfigError
+from selfrag.eval.short_form import ShortFormConfig, run_short_form
 from selfrag.prompts import format_evidence, format_prompt
 from selfrag.scoring import Weights, score_generation
-from selfrag.short_form import ShortFormConfig, run_short_form
 from selfrag.tokens import ReflectionVocab
 
 ROOT = Path(__file__).resolve().parent.parent

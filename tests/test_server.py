@@ -26,7 +26,7 @@ from selfrag.backends.base import GenerationBackend, GenParams  # noqa: E402
 from selfrag.decoding.long_form import beam_search  # noqa: E402
 from selfrag.decoding.short_form import run_batch  # noqa: E402
 from selfrag.errors import ConfigError  # noqa: E402
-from selfrag.long_form import assemble_answer  # noqa: E402
+from selfrag.eval.long_form import assemble_answer  # noqa: E402
 from selfrag.prompts import format_evidence, format_prompt  # noqa: E402
 from selfrag.retrieval.index import FaissIndex  # noqa: E402
 from selfrag.retrieval.retriever import Retriever  # noqa: E402

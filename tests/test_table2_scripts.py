@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from procs import run
 
-from selfrag.alce import AlceEvalConfig
-from selfrag.baseline import BaselineConfig
 from selfrag.cli import parse_config
-from selfrag.factscore_adapter import FactScoreConfig
-from selfrag.long_form import LongFormConfig
-from selfrag.short_form import ShortFormConfig
+from selfrag.eval.alce import AlceEvalConfig
+from selfrag.eval.baseline import BaselineConfig
+from selfrag.eval.factscore import FactScoreConfig
+from selfrag.eval.long_form import LongFormConfig
+from selfrag.eval.short_form import ShortFormConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE2 = ROOT / "scripts" / "table2"
@@ -194,6 +194,6 @@ def test_cells_run_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path):
     assert asqa["config"]["model_name"] == tiny_model_dir and asqa["config"]["task"] == "asqa"
     assert asqa["generator"] == "self-rag"
     assert (tmp_path / "gen" / "asqa_selfrag-7b.json.score").is_file()
-    table = run([sys.executable, str(ROOT / "scripts" / "results_table.py"), str(tmp_path / "results")], timeout=120)
+    table = run([sys.executable, "-m", "selfrag", "eval", str(tmp_path / "results"), "--table"], timeout=120)
     assert "| System | PopQA | TQA | Pub | ARC |" in table.stdout
     assert f"| Self-RAG ({Path(tiny_model_dir).name}) | – | – | – | {100 * arc['metric_mean']:.1f} |" in table.stdout

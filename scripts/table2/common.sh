@@ -5,7 +5,7 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
 fi
 : "${EVAL_DATA:=eval_data}"          # the authors' eval files (eval_data/ holds small samples of the same formats)
-: "${RESULTS_DIR:=results}"          # one <cell>.json per cell, for scripts/results_table.py
+: "${RESULTS_DIR:=results}"          # one <cell>.json per cell, for selfrag eval --table
 : "${GEN_DIR:=generations}"          # long-form answers (ASQA, Bio) before scoring; kept out of RESULTS_DIR
 : "${EXTRA_ARGS:=}"                  # appended to every generation command, e.g. "--backend hf --limit 5"
 : "${NLI_MODEL:=google/t5_xxl_true_nli_mixture}"  # ALCE's citation NLI model

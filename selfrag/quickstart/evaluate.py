@@ -22,7 +22,7 @@ from typing import Any
 from selfrag.backends.base import GenParams
 from selfrag.backends.hf import HFBackend
 from selfrag.decoding.short_form import ShortFormSettings, run_batch
-from selfrag.metrics import match
+from selfrag.eval.metrics import match
 from selfrag.prompts import format_evidence, format_prompt
 from selfrag.quickstart import facts, world
 from selfrag.scoring import Weights

@@ -24,9 +24,9 @@ from selfrag.backends.base import Generation, GenParams
 from selfrag.decoding.long_form import LongFormSettings, beam_search
 from selfrag.decoding.short_form import ShortFormSettings, run_batch
 from selfrag.errors import ConfigError
+from selfrag.eval.long_form import assemble_answer, clean_segment
 from selfrag.grounding import grounded as is_grounded
 from selfrag.grounding import judgement, weakest
-from selfrag.long_form import assemble_answer, clean_segment
 from selfrag.prompts import chat_template_prompt, format_evidence, format_prompt, no_retrieval_prompt
 from selfrag.scoring import Weights
 from selfrag.tokens import ReflectionVocab

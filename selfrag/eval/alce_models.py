@@ -1,4 +1,5 @@
-"""The model-based ALCE extras (ALCE eval.py's `--qa` and `--mauve`), split from `selfrag.alce`, which re-exports them.
+"""The model-based ALCE extras (ALCE eval.py's `--qa` and `--mauve`), split from `selfrag.eval.alce`, which imports
+and re-exports them (this module does not import alce: the item readers both use are in `selfrag.eval.alce_items`).
 
 - `QA-EM` / `QA-F1` / `QA-Hit` (`qa_scores`): an extractive QA model (`ExtractiveQA`, ALCE's roberta-large SQuAD
   reader) answers each disambiguated ASQA question from the answer text.
@@ -14,12 +15,14 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from selfrag.alce import MAUVE_MODEL, qa_pairs_of, references_of
-from selfrag.metrics import normalize_answer
-from selfrag.nli import max_input_length, torch_device
+from selfrag.eval.alce_items import qa_pairs_of, references_of
+from selfrag.eval.metrics import normalize_answer
+from selfrag.eval.nli import max_input_length, torch_device
 
 logger = logging.getLogger(__name__)
 
+QA_MODEL = "gaotianyu1350/roberta-large-squad"  # ALCE's QA_MODEL
+MAUVE_MODEL = "gpt2-large"  # ALCE's featurize_model_name
 QAFunction = Callable[[list[str], str], list[str]]  # (questions, context) -> one extracted answer per question
 
 

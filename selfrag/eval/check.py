@@ -1,4 +1,4 @@
-"""Check eval items against the expected form of their dataset (`selfrag.eval_formats.TASK_FORMATS`).
+"""Check eval items against the expected form of their dataset (`selfrag.eval.formats.TASK_FORMATS`).
 
 `check_item` lists the ways one item differs from the form; `check_items` runs it over a file's items, locating
 each problem as `file:line`, and `build_report` gathers the statistics into a `CheckReport`.
@@ -17,7 +17,7 @@ from typing import Any
 
 from selfrag.data import where
 from selfrag.errors import DataFormatError
-from selfrag.eval_formats import CONVERT_HINT, MAX_LISTED, PASSAGE_KEYS, DatasetFormat, dataset_format
+from selfrag.eval.formats import CONVERT_HINT, MAX_LISTED, PASSAGE_KEYS, DatasetFormat, dataset_format
 from selfrag.prompts import ARC_LETTERS, arc_choices
 
 logger = logging.getLogger(__name__)

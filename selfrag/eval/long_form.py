@@ -24,9 +24,9 @@ from selfrag.cli import flag
 from selfrag.data import CTX_KEYS, ResumableRun, clean, get_ctxs, load_items, require_field, where, write_json_atomic
 from selfrag.decoding.long_form import BeamResult, LongFormSettings, Node, PassageSource, beam_search
 from selfrag.errors import ConfigError, DataFormatError
+from selfrag.eval.short_form import prompt_tokenizer
 from selfrag.prompts import TASK_INST, format_prompt
 from selfrag.scoring import Weights
-from selfrag.short_form import prompt_tokenizer
 from selfrag.tokens import (
     ALL_TOKENS,
     CONTINUE,

@@ -1,8 +1,8 @@
 """Check downloaded Self-RAG eval files and convert known variants into the form the runners read.
 
 The expected form of each file is that of the original `eval_data` release (docs/original_selfrag.md §11); it is
-listed per dataset in `TASK_FORMATS` (selfrag/eval_formats.py). `check_items` (selfrag/eval_check.py) reports every
-deviation with its `file:line`, `convert_item` (selfrag/eval_convert.py) normalises the variants we know of (other
+listed per dataset in `TASK_FORMATS` (selfrag/eval/formats.py). `check_items` (selfrag/eval/check.py) reports every
+deviation with its `file:line`, `convert_item` (selfrag/eval/convert.py) normalises the variants we know of (other
 field names, raw PopQA / PUBHEALTH / AI2-ARC rows, numeric passage ids and scores), and `prepare_eval_file`, here,
 ties them together for `scripts/prepare_eval_data.py`. This module re-exports the public names of all three:
 
@@ -22,9 +22,9 @@ from typing import Any
 
 from selfrag.data import clean, load_items, write_json_atomic
 from selfrag.errors import ConfigError
-from selfrag.eval_check import CheckReport, build_report, check_item, check_items
-from selfrag.eval_convert import CONVERSION_RULES, Rule, convert_item, convert_items
-from selfrag.eval_formats import (
+from selfrag.eval.check import CheckReport, build_report, check_item, check_items
+from selfrag.eval.convert import CONVERSION_RULES, Rule, convert_item, convert_items
+from selfrag.eval.formats import (
     CONVERT_HINT,
     MAX_LISTED,
     PASSAGE_KEYS,

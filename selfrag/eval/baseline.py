@@ -40,9 +40,9 @@ from selfrag.backends import GenerationBackend, GenParams, default_backend, load
 from selfrag.cli import flag
 from selfrag.data import ResumableRun, clean, find_passages, load_items, where, write_json_atomic, write_jsonl_atomic
 from selfrag.errors import ConfigError, DataFormatError
-from selfrag.metrics import METRICS, metric_fn
+from selfrag.eval.metrics import METRICS, metric_fn
+from selfrag.eval.short_form import gold_answers
 from selfrag.prompts import ARC_LETTERS, PROMPT_DICT, TASK_INST, arc_choices
-from selfrag.short_form import gold_answers
 
 logger = logging.getLogger(__name__)
 

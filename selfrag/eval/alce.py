@@ -26,10 +26,10 @@ Metrics (the `.score` keys of ALCE; all but `length` are percentages):
   relevant / counted citations (0 with none); items whose answer has no sentence are left out of both means (ALCE).
 - `mauve` (needs the `mauve-text` package): MAUVE between question+reference and question+answer texts (first 100
   words, trailing punctuation dropped). `QA-EM` / `QA-F1` / `QA-Hit` (`--qa`): an extractive QA model answers each
-  disambiguated question from the answer (both in `selfrag.alce_models`). `claims_nli` (ELI5): the share of gold
+  disambiguated question from the answer (both in `selfrag.eval.alce_models`). `claims_nli` (ELI5): the share of gold
   claims the answer entails.
 
-Entailment is pluggable (`selfrag.nli.NLIScorer`, re-exported here): the TRUE T5 model ALCE uses
+Entailment is pluggable (`selfrag.eval.nli.NLIScorer`, re-exported here): the TRUE T5 model ALCE uses
 (`google/t5_xxl_true_nli_mixture`), any HF sequence-classification NLI model, or a plain function (tests). Calls
 are batched over the whole file.
 """
@@ -42,13 +42,23 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from selfrag.cli import flag
 from selfrag.data import run_config, where
 from selfrag.errors import ConfigError, DataFormatError
-from selfrag.metrics import normalize_answer
-from selfrag.nli import (  # noqa: F401 - re-exported (tests, docs)
+from selfrag.eval.alce_items import qa_pairs_of, references_of, require
+from selfrag.eval.alce_models import (
+    MAUVE_MODEL,
+    QA_MODEL,
+    QAFunction,
+    hf_qa_function,
+    mauve_score,
+    mauve_texts,
+    qa_scores,
+)
+from selfrag.eval.metrics import normalize_answer
+from selfrag.eval.nli import (  # noqa: F401 - re-exported (tests, docs)
     CachedNLI,
     CallableNLI,
     NLIScorer,
@@ -60,17 +70,14 @@ from selfrag.nli import (  # noqa: F401 - re-exported (tests, docs)
     torch_device,
 )
 
-if TYPE_CHECKING:
-    from selfrag.alce_models import QAFunction
-
 logger = logging.getLogger(__name__)
 
 TRUE_MODEL = "google/t5_xxl_true_nli_mixture"  # ALCE's AUTOAIS_MODEL
-QA_MODEL = "gaotianyu1350/roberta-large-squad"  # ALCE's QA_MODEL
-MAUVE_MODEL = "gpt2-large"  # ALCE's featurize_model_name
 PERCENT_KEYS = ("str_em", "str_hit", "rougeLsum", "QA-EM", "QA-F1", "QA-Hit", "mauve", "citation_rec")
 PERCENT_KEYS += ("citation_prec", "claims_nli")
-# The model-based extras (--qa, --mauve) live in selfrag.alce_models, which builds on this module.
+# The model-based extras (--qa, --mauve) live in selfrag.eval.alce_models; the readers of the ASQA / ELI5 fields
+# both modules score (qa_pairs_of, references_of) in selfrag.eval.alce_items. Imports go one way: alce ->
+# alce_models -> alce_items.
 
 
 # ------------------------------------------------------------------------------------------------- text helpers
@@ -133,7 +140,7 @@ def sentence_splitter(kind: Literal["auto", "nltk", "regex"] = "auto") -> Callab
                 f"--sentence_splitter nltk needs nltk with its punkt data ({err}); "
                 "pip install nltk and python -m nltk.downloader punkt_tab, or use --sentence_splitter regex"
             ) from err
-        logger.warning("NLTK punkt data not found; sentences are split with the regex splitter (selfrag.alce)")
+        logger.warning("NLTK punkt data not found; sentences are split with the regex splitter (selfrag.eval.alce)")
         return regex_sentences
 
 
@@ -145,22 +152,14 @@ def format_document(doc: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------------- validation
 
 
-def _field(item: Mapping[str, Any], name: str, kind: type | tuple[type, ...], hint: str) -> Any:
-    if name not in item:
-        raise DataFormatError(f"{where(item)}: missing field '{name}'; {hint}")
-    if not isinstance(item[name], kind):
-        raise DataFormatError(f"{where(item)}: field '{name}' has type {type(item[name]).__name__}; {hint}")
-    return item[name]
-
-
 def check_items(items: Sequence[Mapping[str, Any]], citations: bool = False) -> None:
     """Every item needs a string `output`; with `citations`, a `docs` list of passages with `text`."""
     if not items:
         raise DataFormatError("no items to evaluate")
     for item in items:
-        _field(item, "output", str, "the answer to score (run run_long_form_static.py or run_baseline_lm.py)")
+        require(item, "output", str, "the answer to score (run run_long_form_static.py or run_baseline_lm.py)")
         if citations:
-            docs = _field(item, "docs", list, "--citations needs the passages the answer's [k] marks refer to")
+            docs = require(item, "docs", list, "--citations needs the passages the answer's [k] marks refer to")
             for k, doc in enumerate(docs):
                 if not isinstance(doc, Mapping) or not isinstance(doc.get("text", doc.get("sent")), str):
                     raise DataFormatError(f"{where(item)}: docs[{k}] has no string 'text'")
@@ -175,33 +174,6 @@ def _present_in_all(items: Sequence[Mapping[str, Any]], name: str) -> bool:
         missing = items[have.index(False)]
         raise DataFormatError(f"{where(missing)}: missing field '{name}' (other items have it)")
     return False
-
-
-def qa_pairs_of(item: Mapping[str, Any]) -> list[list[str]]:
-    """The short answers of each qa pair: `qa_pairs[*].short_answers`."""
-    pairs = _field(item, "qa_pairs", list, "ASQA items list their disambiguated questions in qa_pairs")
-    if not pairs:
-        raise DataFormatError(f"{where(item)}: 'qa_pairs' is empty")
-    answers = []
-    for k, pair in enumerate(pairs):
-        short = pair.get("short_answers") if isinstance(pair, Mapping) else None
-        if not isinstance(short, list) or not all(isinstance(a, str) for a in short):
-            raise DataFormatError(f"{where(item)}: qa_pairs[{k}] has no list of strings 'short_answers'")
-        answers.append(short)
-    return answers
-
-
-def references_of(item: Mapping[str, Any]) -> list[str]:
-    """ROUGE references: the `long_answer` of the first two `annotations` (ASQA; ALCE reads `annotations[0]` and
-    `[1]`, and a single one serves alone here), else `answer` (ELI5)."""
-    if item.get("annotations"):
-        refs = [a.get("long_answer") if isinstance(a, Mapping) else None for a in item["annotations"][:2]]
-        if all(isinstance(r, str) for r in refs):
-            return refs
-        raise DataFormatError(f"{where(item)}: every annotations[*] needs a string 'long_answer'")
-    if isinstance(item.get("answer"), str):
-        return [item["answer"]]
-    raise DataFormatError(f"{where(item)}: no reference for ROUGE: needs annotations[*].long_answer or answer")
 
 
 # ------------------------------------------------------------------------------------------------ plain metrics
@@ -340,7 +312,7 @@ def claims_nli(items: Sequence[Mapping[str, Any]], outputs: Sequence[str], nli: 
     """ELI5: mean over items of the share of `claims` the citation-free answer entails, x100."""
     pairs, owner = [], []
     for i, (item, output) in enumerate(zip(items, outputs)):
-        claims = _field(item, "claims", list, "--claims_nli needs the ELI5 gold claims")
+        claims = require(item, "claims", list, "--claims_nli needs the ELI5 gold claims")
         pairs.extend((output, claim) for claim in claims)
         owner.extend([i] * len(claims))
     decisions = CachedNLI(nli)(pairs)
@@ -388,9 +360,7 @@ class AlceEvalConfig:
     sentence_splitter: Literal["auto", "nltk", "regex"] = flag(
         "auto: NLTK punkt (ALCE's) when its data is installed, else a regex splitter.", default="auto"
     )
-    result_fp: str | None = flag(
-        "Also write a results-format summary here (for scripts/results_table.py).", default=None
-    )
+    result_fp: str | None = flag("Also write a results-format summary here (for selfrag eval --table).", default=None)
 
     def __post_init__(self) -> None:
         if not self.f:
@@ -435,12 +405,8 @@ def evaluate(
     else:
         logger.warning("no annotations / answer in the items: rougeLsum skipped")
     if config.qa:
-        from selfrag.alce_models import hf_qa_function, qa_scores
-
         scores.update(qa_scores(plain, data, qa or hf_qa_function(config.qa_model, config.device)))
     if config.mauve:
-        from selfrag.alce_models import mauve_score, mauve_texts
-
         value = mauve_score(*mauve_texts(data, plain), featurize_model=config.mauve_model)
         if value is not None:
             scores["mauve"] = value

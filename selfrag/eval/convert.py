@@ -1,4 +1,4 @@
-"""Convert known variants of the Self-RAG eval files into the expected form (`selfrag.eval_formats.TASK_FORMATS`).
+"""Convert known variants of the Self-RAG eval files into the expected form (`selfrag.eval.formats.TASK_FORMATS`).
 
 Each rule takes a copy of the item and returns it, changed or not; a value it cannot map raises DataFormatError.
 Rules only rename or re-type fields: they never drop information.
@@ -13,8 +13,8 @@ from typing import Any
 
 from selfrag.data import where
 from selfrag.errors import DataFormatError
-from selfrag.eval_check import CheckReport, _is_strings, build_report, check_item
-from selfrag.eval_formats import MAX_LISTED, PASSAGE_KEYS, DatasetFormat, dataset_format
+from selfrag.eval.check import CheckReport, _is_strings, build_report, check_item
+from selfrag.eval.formats import MAX_LISTED, PASSAGE_KEYS, DatasetFormat, dataset_format
 
 
 def rename_passages(item: dict[str, Any], fmt: DatasetFormat) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The expected form of each Self-RAG eval file, and telling a file's dataset from its name.
 
 The forms are those of the original `eval_data` release (docs/original_selfrag.md §11), one `DatasetFormat` per
-dataset in `TASK_FORMATS`. `selfrag.eval_check` checks items against them, `selfrag.eval_convert` converts known
-variants into them, and `selfrag.eval_data.prepare_eval_file` ties both together for `scripts/prepare_eval_data.py`.
+dataset in `TASK_FORMATS`. `selfrag.eval.check` checks items against them, `selfrag.eval.convert` converts known
+variants into them, and `selfrag.eval.data.prepare_eval_file` ties both together for `scripts/prepare_eval_data.py`.
 """
 
 from __future__ import annotations

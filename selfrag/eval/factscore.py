@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from selfrag.alce import generator_of
 from selfrag.cli import flag
 from selfrag.data import clean, load_items, read_text, run_config, where, write_json_atomic
 from selfrag.errors import ConfigError, DataFormatError
+from selfrag.eval.alce import generator_of
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class FactScoreConfig:
     factscore_input: str | None = flag(
         "Where to write FactScore's input (default: <input_file without suffix>.factscore.jsonl).", default=None
     )
-    result_fp: str | None = flag("Write the score in our results format here (for results_table.py).", default=None)
+    result_fp: str | None = flag("Write the score in our results format here (for selfrag eval --table).", default=None)
     score_file: str | None = flag(
         "Read this FactScore output json instead of running FactScore (e.g. from a run on another machine).",
         default=None,

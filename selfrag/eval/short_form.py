@@ -20,7 +20,7 @@ from selfrag.cli import flag
 from selfrag.data import ResumableRun, get_ctxs, load_items, require_field, where, write_json_atomic
 from selfrag.decoding.short_form import ShortFormSettings, run_batch
 from selfrag.errors import BackendError, ConfigError, DataFormatError
-from selfrag.metrics import METRICS, metric_fn
+from selfrag.eval.metrics import METRICS, metric_fn
 from selfrag.prompts import CLOSED_TASKS, arc_choices, build_instruction, format_prompt
 from selfrag.scoring import Weights
 from selfrag.tokens import ReflectionVocab
