@@ -173,7 +173,7 @@ SERVER_PASSAGES = [
 
 
 def _short(name: str, tmp: Path) -> str:
-    from selfrag.short_form import ShortFormConfig, run_short_form
+    from selfrag.eval.short_form import ShortFormConfig, run_short_form
 
     kw = dict(SHORT_FORM[name])
     out = tmp / f"{name}.json"
@@ -183,7 +183,7 @@ def _short(name: str, tmp: Path) -> str:
 
 
 def _long(name: str, tmp: Path) -> str:
-    from selfrag.long_form import LongFormConfig, run_long_form
+    from selfrag.eval.long_form import LongFormConfig, run_long_form
 
     kw = dict(LONG_FORM[name])
     out = tmp / (f"{name}.jsonl" if kw["task"] == "factscore" else f"{name}.json")
@@ -193,7 +193,7 @@ def _long(name: str, tmp: Path) -> str:
 
 
 def _baseline(name: str, tmp: Path) -> str:
-    from selfrag.baseline import BaselineConfig, run_baseline
+    from selfrag.eval.baseline import BaselineConfig, run_baseline
 
     kw = dict(BASELINE[name])
     out = tmp / f"{name}.json"
