@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from selfrag.errors import BackendError
+
 
 @dataclass(frozen=True)
 class GenParams:
@@ -41,6 +43,9 @@ class Generation:
         token_ids: generated ids, including the end-of-sequence id when generation stopped on it (as vllm).
         cumulative_logprob: sum of the log-probs of `token_ids`.
         step_logprobs: one dict per entry of `token_ids`, `{watched_id: logprob}` for every watched id.
+
+    A backend that builds an inconsistent one (step_logprobs not one per token, a NaN cumulative_logprob) gets a
+    `BackendError`.
     """
 
     text: str
@@ -55,9 +60,9 @@ class Generation:
 
     def __post_init__(self) -> None:
         if self.step_logprobs and len(self.step_logprobs) != len(self.token_ids):
-            raise AssertionError("step_logprobs must have one entry per generated token")
+            raise BackendError("step_logprobs must have one entry per generated token")
         if math.isnan(self.cumulative_logprob):
-            raise AssertionError("cumulative_logprob is NaN")
+            raise BackendError("cumulative_logprob is NaN")
 
 
 def eos_token_ids(tokenizer: Any, generation_eos: int | Iterable[int] | None) -> set[int]:

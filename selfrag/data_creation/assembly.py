@@ -10,13 +10,11 @@ import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from selfrag import tokens
 from selfrag.data_creation.generator_data import SentenceLabels, build_output, generator_instance
-
-if TYPE_CHECKING:
-    from selfrag.data_creation.pipeline import ChainSettings
+from selfrag.data_creation.settings import ChainSettings
 
 
 @dataclass

@@ -5,7 +5,8 @@
 - `index.FaissIndex`: the original `Indexer` API (`index_data`, `search_knn`, `serialize`, `deserialize_from`) over
   any FAISS factory string (`Flat`, `IVF4096,PQ64`, `HNSW32`, ...), saved to disk and memory-mapped back.
 - `retriever.Retriever`: `search(queries, k) -> [[{id, title, text, score}, ...], ...]`.
-- `embeddings`: `generate_passage_embeddings.py` (sharded, resumable); `pipeline`: `passage_retrieval.py`.
+- `embeddings`: `generate_passage_embeddings.py` (sharded, resumable); `index_build`: the index built from the
+  embedding shards or loaded from its folder; `pipeline`: `passage_retrieval.py`.
 
 faiss is imported only by the modules that need it (`pip install 'selfrag[retrieval]'`, i.e. faiss-cpu).
 """

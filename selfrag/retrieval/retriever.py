@@ -17,6 +17,7 @@ from typing import Any
 from selfrag.errors import ConfigError
 from selfrag.retrieval.encoder import TextEncoder, as_query_encoder
 from selfrag.retrieval.index import FaissIndex
+from selfrag.retrieval.index_build import load_or_build_index
 from selfrag.retrieval.passages import MemoryPassages, PassageStore
 
 logger = logging.getLogger(__name__)
@@ -68,8 +69,6 @@ class Retriever:
         """Load an encoder, a passage file and the index saved in `index_dir` (default: the shards' folder), or build
         one (`index_factory`, default Flat) from the `passages_embeddings` glob and save it there. Extra keyword
         arguments go to `TextEncoder.from_pretrained` (e.g. `lowercase=True`)."""
-        from selfrag.retrieval.pipeline import load_or_build_index
-
         store = PassageStore.open(passages)
         if encoder is None:
             encoder = TextEncoder.from_pretrained(model_name_or_path, device=device, **encoder_kwargs)

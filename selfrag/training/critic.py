@@ -208,7 +208,7 @@ def critic_encode_fn(critic: CriticConfig):
 
 
 def train_critic(critic: CriticConfig) -> Any:
-    """Train the critic; returns `selfrag.training.loop.TrainResult`."""
+    """Train the critic; returns `selfrag.training.result.TrainResult`."""
     from selfrag.training.loop import train
 
     config = critic.to_finetune_config()

@@ -15,6 +15,7 @@ from typing import Any
 
 from selfrag.errors import ConfigError
 from selfrag.training.config import FinetuneConfig
+from selfrag.training.param_groups import param_groups
 from selfrag.training.process_group import Dist, Engine
 
 logger = logging.getLogger(__name__)
@@ -183,7 +184,6 @@ class DeepSpeedEngine(Engine):
         from transformers import get_scheduler
 
         from selfrag.torch_extensions import import_deepspeed
-        from selfrag.training.loop import _param_groups
 
         self.ds_config = ds_config or _fill_ds_config(config, model.config.hidden_size, dist_.world_size)
         self.stage = self.ds_config["zero_optimization"]["stage"]
@@ -198,7 +198,7 @@ class DeepSpeedEngine(Engine):
 
         self.engine, _, _, self.scheduler = import_deepspeed().initialize(
             model=model,
-            model_parameters=_param_groups(model, config.weight_decay),
+            model_parameters=param_groups(model, config.weight_decay),
             config=self.ds_config,
             lr_scheduler=scheduler,
         )

@@ -36,6 +36,7 @@ from typing import Any
 
 from selfrag.data import write_json_atomic
 from selfrag.errors import ConfigError
+from selfrag.training.checkpoint import TRAINER_STATE, resolve_checkpoint
 from selfrag.training.collator import PaddingCollator
 from selfrag.training.config import FinetuneConfig
 from selfrag.training.deepspeed_engine import (
@@ -47,6 +48,7 @@ from selfrag.training.deepspeed_engine import (
     partition_counts,
     zero3_init,
 )
+from selfrag.training.encode import encode_file
 from selfrag.training.fsdp import FSDPEngine
 from selfrag.training.process_group import (
     Dist,
@@ -55,6 +57,7 @@ from selfrag.training.process_group import (
     setup_rank_logging,
     shutdown_distributed,
 )
+from selfrag.training.result import TrainResult
 from selfrag.training.trackers import Trackers
 
 __all__ = [
@@ -79,7 +82,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SUMMARY = "train_summary.json"
-TRAINER_STATE = "trainer_state.json"
 
 
 def _save_model(
@@ -118,7 +120,7 @@ ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "D
 
 
 def train_distributed(config: FinetuneConfig, encode_fn: Any = None) -> Any:
-    """`train(config)` for `--strategy deepspeed|fsdp`; returns a `selfrag.training.loop.TrainResult`.
+    """`train(config)` for `--strategy deepspeed|fsdp`; returns a `selfrag.training.result.TrainResult`.
 
     A process group (and launcher variables) this call had to create are removed again when it returns or fails."""
     import torch.distributed as dist
@@ -148,7 +150,6 @@ def _train(config: FinetuneConfig, encode_fn: Any, d: Dist) -> Any:
     from torch.utils.data import DataLoader, DistributedSampler
     from tqdm.auto import tqdm
 
-    from selfrag.training.loop import TrainResult, _resolve_checkpoint, encode_file
     from selfrag.training.model import load_model, load_tokenizer
 
     if config.seed is not None:
@@ -220,7 +221,7 @@ def _train(config: FinetuneConfig, encode_fn: Any, d: Dist) -> Any:
     )
     position = {"completed_steps": 0, "epoch": 0, "batches_in_epoch": 0}
     rng_state = None  # set again right before the first resumed forward pass (see loop._Run.resume_rng_state)
-    path = _resolve_checkpoint(config) if config.resume_from_checkpoint else None
+    path = resolve_checkpoint(config) if config.resume_from_checkpoint else None
     if path is not None:
         position = json.loads((path / TRAINER_STATE).read_text())
         if position.get("strategy") != config.strategy or position.get("world_size") != d.world_size:

@@ -19,12 +19,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
-from selfrag.data import where
+from selfrag.data import load_items, where
 from selfrag.errors import ConfigError, DataFormatError, VocabError
 from selfrag.prompts import PROMPT_DICT
 from selfrag.tokens import PARAGRAPH_END, PARAGRAPH_START
+from selfrag.training.config import FinetuneConfig
 
 logger = logging.getLogger(__name__)
 
@@ -328,3 +330,24 @@ def encode_dataset(
         )
     logger.info("encoding: %s", stats.summary())
     return kept, stats
+
+
+EncodeFn = Callable[[FinetuneConfig, Any], tuple[list[dict[str, list[int]]], EncodeStats]]
+
+
+def encode_file(config: FinetuneConfig, tokenizer: Any) -> tuple[list[dict[str, list[int]]], EncodeStats]:
+    """Load `--train_file` and encode it (prompt and, under `--use_special_tokens`, passages masked): the examples of
+    both training loops (`loop.py`, `distributed.py`) unless an `EncodeFn` replaces it (the critic's)."""
+    items = load_items(config.train_file)
+    encode = partial(
+        encode_example,
+        tokenizer=tokenizer,
+        max_seq_length=config.max_seq_length,
+        mask_paragraphs=config.use_special_tokens,
+        original_masking=config.original_masking,
+        chat_template=config.use_chat_template,
+    )
+    data, stats = encode_dataset(items, encode, overflow=config.overflow, num_workers=config.preprocessing_num_workers)
+    if not data:
+        raise DataFormatError(f"{config.train_file}: no training example left after encoding ({stats.summary()})")
+    return data, stats

@@ -10,6 +10,7 @@ from typing import Any
 
 from selfrag.errors import ConfigError
 from selfrag.training.config import FinetuneConfig
+from selfrag.training.param_groups import param_groups
 from selfrag.training.process_group import Dist, Engine
 
 logger = logging.getLogger(__name__)
@@ -22,8 +23,6 @@ class FSDPEngine(Engine):
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
         from transformers import get_scheduler
 
-        from selfrag.training.loop import _param_groups
-
         kwargs: dict[str, Any] = {}
         if config.mixed_precision != "no":
             dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float16
@@ -33,7 +32,7 @@ class FSDPEngine(Engine):
         for layer in layers:  # one shard group per decoder layer, then the rest (embeddings, head, norm)
             fully_shard(layer, **kwargs)
         fully_shard(model, **kwargs)
-        self.optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.learning_rate)
+        self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.learning_rate)
         self.scheduler = get_scheduler(
             config.lr_scheduler_type,
             optimizer=self.optimizer,

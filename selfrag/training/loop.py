@@ -23,83 +23,22 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from selfrag.data import load_items, write_json_atomic
-from selfrag.errors import ConfigError, DataFormatError
+from selfrag.data import write_json_atomic
+from selfrag.errors import ConfigError
+from selfrag.training.checkpoint import TRAINER_STATE, resolve_checkpoint
 from selfrag.training.collator import PaddingCollator
 from selfrag.training.config import FinetuneConfig
-from selfrag.training.encode import EncodeStats, encode_dataset, encode_example
+from selfrag.training.encode import EncodeFn, encode_file
 from selfrag.training.launch import resolve_launch, use_cpu_ddp
 from selfrag.training.model import apply_lora, load_model, load_tokenizer
+from selfrag.training.param_groups import param_groups
+from selfrag.training.result import TrainResult
 
 logger = logging.getLogger(__name__)
-
-TRAINER_STATE = "trainer_state.json"
-
-EncodeFn = Callable[[FinetuneConfig, Any], tuple[list[dict[str, list[int]]], EncodeStats]]
-
-
-@dataclass
-class TrainResult:
-    """What a run did: its output folder, updates, the loss of every update (this process), and throughput."""
-
-    output_dir: Path
-    completed_steps: int
-    losses: list[float] = field(default_factory=list)
-    encode_stats: EncodeStats | None = None
-    tokens_per_second: float = 0.0
-
-
-def encode_file(config: FinetuneConfig, tokenizer: Any) -> tuple[list[dict[str, list[int]]], EncodeStats]:
-    """Load `--train_file` and encode it (prompt and, under `--use_special_tokens`, passages masked)."""
-    items = load_items(config.train_file)
-    encode = partial(
-        encode_example,
-        tokenizer=tokenizer,
-        max_seq_length=config.max_seq_length,
-        mask_paragraphs=config.use_special_tokens,
-        original_masking=config.original_masking,
-        chat_template=config.use_chat_template,
-    )
-    data, stats = encode_dataset(items, encode, overflow=config.overflow, num_workers=config.preprocessing_num_workers)
-    if not data:
-        raise DataFormatError(f"{config.train_file}: no training example left after encoding ({stats.summary()})")
-    return data, stats
-
-
-def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
-    # Biases and norm weights (the 1-d parameters) get no weight decay. The original meant the same with the names
-    # "bias" / "layer_norm.weight", which match no Llama norm (docs/original_selfrag.md §7.3); the scripts use 0.
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [
-        {"params": [p for _, p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-
-
-def _resolve_checkpoint(config: FinetuneConfig) -> Path | None:
-    """The checkpoint `--resume_from_checkpoint` names: a folder; `latest` (or `true`, the HF Trainer spelling) the
-    complete checkpoint with the most updates in `--output_dir`, which must exist; `auto` the same, or None (train
-    from the start) when there is none yet, so that rerunning one command after a crash continues the run. A folder
-    without `trainer_state.json` (written last) is a save that was interrupted and is never resumed from."""
-    name = config.resume_from_checkpoint or ""
-    if name.lower() in ("latest", "true", "auto"):
-        found = [p for p in Path(config.output_dir).glob("*_*") if (p / TRAINER_STATE).is_file()]
-        if found:
-            return max(found, key=lambda p: json.loads((p / TRAINER_STATE).read_text())["completed_steps"])
-        if name.lower() == "auto":
-            logger.info("--resume_from_checkpoint auto: no checkpoint in %s yet; starting", config.output_dir)
-            return None
-        raise ConfigError(f"--resume_from_checkpoint {name}: no step_N / epoch_N checkpoint in {config.output_dir}")
-    path = Path(name)
-    if not (path / TRAINER_STATE).is_file():
-        raise ConfigError(f"--resume_from_checkpoint {path}: not a checkpoint folder (no {TRAINER_STATE})")
-    return path
 
 
 def _save_checkpoint(accelerator: Any, model: Any, tokenizer: Any, path: Path, state: dict[str, int], lora: bool):
@@ -193,7 +132,7 @@ def train(config: FinetuneConfig, encode_fn: EncodeFn | None = None) -> TrainRes
 
     collate = PaddingCollator(pad_token_id=tokenizer.pad_token_id)
     dataloader = DataLoader(data, batch_size=config.per_device_train_batch_size, shuffle=True, collate_fn=collate)
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.learning_rate)
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.learning_rate)
     model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
     # Updates are counted after `prepare`, which splits the batches across processes.
     updates_per_epoch = math.ceil(len(dataloader) / config.gradient_accumulation_steps)
@@ -212,7 +151,7 @@ def train(config: FinetuneConfig, encode_fn: EncodeFn | None = None) -> TrainRes
 
     position = {"completed_steps": 0, "epoch": 0, "batches_in_epoch": 0}
     rng_state = None
-    path = _resolve_checkpoint(config) if config.resume_from_checkpoint else None
+    path = resolve_checkpoint(config) if config.resume_from_checkpoint else None
     if path is not None:
         accelerator.load_state(str(path))  # restores the RNG states too
         position = json.loads((path / TRAINER_STATE).read_text())
