@@ -25,7 +25,6 @@ import torch
 from selfrag.backends.hf import HFBackend
 from selfrag.data import get_ctxs, load_items
 from selfrag.decoding.long_form import LongFormSettings, beam_search
-from selfrag.eval.long_form import assemble_answer
 from selfrag.prompts import TASK_INST, format_prompt
 from selfrag.scoring import Weights
 from selfrag.tokens import ReflectionVocab
@@ -80,7 +79,7 @@ def main() -> None:
     t0 = time.perf_counter()
     single = [beam_search(backend, vocab, [p], [c], settings)[0] for p, c in zip(prompts, ctxs)]
     t_single = time.perf_counter() - t0
-    agree = sum(assemble_answer(a, "asqa") == assemble_answer(b, "asqa") for a, b in zip(batched, single))
+    agree = sum(a.answer == b.answer for a, b in zip(batched, single))
     depth = max(n.depth for r in batched for n in r.tree)
 
     print(

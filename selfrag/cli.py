@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
+import functools
 import json
 import logging
 import os
 import shlex
 import sys
+import types
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import field
@@ -50,6 +53,21 @@ _RECORD: ContextVar[bool] = ContextVar("selfrag_record_config", default=False)
 def flag(help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirrors argparse's keyword
     """A dataclass field that becomes a command-line flag with this help text (`metadata` may add `aliases`)."""
     return field(metadata={"help": help, **kwargs.pop("metadata", {})}, **kwargs)
+
+
+def run_only(help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirrors flag()
+    """A flag that changes how a run goes (paths, batch sizes, devices) but not its results: left out of
+    `fingerprint`."""
+    return flag(help, metadata={"run_only": True, **kwargs.pop("metadata", {})}, **kwargs)
+
+
+def fingerprint(config: Any) -> dict[str, Any]:
+    """What a resumed run must match: every field of the dataclass `config` but the `run_only` ones, with a
+    `resolved_mode` (if the config has one) standing for `mode`."""
+    out = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if not f.metadata.get("run_only")}
+    if "mode" in out and hasattr(config, "resolved_mode"):
+        out["mode"] = config.resolved_mode
+    return out
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -100,10 +118,8 @@ def parse_config(
     (`1e-5` is a float, `mode: bogus` is refused). With `record` (default: when called under `run_main`), the
     resolved config is written next to the command's output (`write_config_record`) before any work starts.
     """
-    from transformers import HfArgumentParser
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(cls, description=description, prog=program_name())
+    parser = _parser_class()(cls, description=description, prog=program_name())
     parser.add_argument(
         "--config",
         action="append",
@@ -129,6 +145,22 @@ def parse_config(
     return config
 
 
+@functools.cache
+def _parser_class() -> type:
+    """transformers' HfArgumentParser, told to leave our own field metadata (`run_only`) out of argparse's keywords."""
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        @staticmethod
+        def _parse_dataclass_field(parser, field):
+            if "run_only" in field.metadata:
+                field = copy.copy(field)
+                field.metadata = types.MappingProxyType({k: v for k, v in field.metadata.items() if k != "run_only"})
+            HfArgumentParser._parse_dataclass_field(parser, field)
+
+    return Parser
+
+
 def load_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
     """The flag values of one yaml file (or of a record written by `write_config_record`), converted by the
     parser's own types and checked against its choices."""
@@ -150,14 +182,17 @@ def load_config_file(path: str, parser: argparse.ArgumentParser) -> dict[str, An
         raise ConfigError(f"--config {path}: expected a mapping of flag names to values, found {type(values).__name__}")
     if set(values) == set(RECORD_KEYS) and isinstance(values["config"], dict):  # a record: rerun its config
         values = {k: v for k, v in values["config"].items() if v != REDACTED}
-    actions = {}
+    actions = {}  # every spelling of a flag (its aliases too) -> its action
     for action in parser._actions:
-        if action.dest not in actions and action.option_strings and action.dest not in ("help", "config"):
-            actions[action.dest] = action
+        if action.option_strings and action.dest not in ("help", "config"):
+            if isinstance(action, argparse._StoreFalseAction):  # `--no_x`: the key `x: false` says it
+                continue
+            for name in [action.dest, *(o.lstrip("-") for o in action.option_strings if o.startswith("--"))]:
+                actions.setdefault(name, action)
     unknown = sorted(set(values) - set(actions))
     if unknown:
         raise ConfigError(f"--config {path}: unknown keys {unknown}; the keys are the flag names without '--'")
-    return {key: _convert(path, actions[key], key, value) for key, value in values.items()}
+    return {actions[key].dest: _convert(path, actions[key], key, value) for key, value in values.items()}
 
 
 def _convert(path: str, action: argparse.Action, key: str, value: Any) -> Any:

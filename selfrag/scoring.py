@@ -93,6 +93,34 @@ def utility(gen: Generation, vocab: ReflectionVocab) -> float:
 
 
 @dataclass(frozen=True)
+class Judgement:
+    """One reflection aspect as the model wrote it: the token it generated (None: it wrote none of the group's) and
+    that token's probability within its group at that position."""
+
+    token: str | None = None
+    prob: float | None = None
+
+
+def judge(gen: Generation, vocab: ReflectionVocab, tokens: Sequence[str], at: int | None = None) -> Judgement:
+    """The first generated token of the group `tokens` (only position `at`, when given) and its group probability."""
+    ids = vocab.group(tokens)
+    pos = first_position(gen, ids) if at is None else (at if at < len(gen.token_ids) else None)
+    if pos is None or gen.token_ids[pos] not in ids:
+        return Judgement()
+    k = ids.index(gen.token_ids[pos])
+    return Judgement(tokens[k], group_probs(gen.step_logprobs[pos], ids)[k])
+
+
+def judgements(gen: Generation, vocab: ReflectionVocab) -> tuple[Judgement, Judgement, Judgement]:
+    """IsRel (at position 0, where it follows `</paragraph>`), IsSup and IsUse of one completion."""
+    return (
+        judge(gen, vocab, (IRRELEVANT, RELEVANT), at=0),
+        judge(gen, vocab, ISSUP_TOKENS),
+        judge(gen, vocab, ISUSE_TOKENS),
+    )
+
+
+@dataclass(frozen=True)
 class Weights:
     """Weights of the critique terms in the segment score (paper: 1.0 / 1.0 / 0.5)."""
 

@@ -130,15 +130,15 @@ SHORT_FORM = {
 
 LONG_FORM = {
     "long_asqa_threshold": dict(
-        task="asqa", ndocs=3, beam_width=2, max_depth=3, threshold=0.4, use_grounding=True, use_utility=True
+        task="asqa", ndocs=3, beam_width=2, max_depth=3, threshold=0.4, use_groundness=True, use_utility=True
     ),
     "long_asqa_compat_original": dict(
-        task="asqa", ndocs=3, beam_width=2, max_depth=3, threshold=0.4, use_grounding=True, compat="original"
+        task="asqa", ndocs=3, beam_width=2, max_depth=3, threshold=0.4, use_groundness=True, compat="original"
     ),
     "long_asqa_always_deep": dict(
         task="asqa", ndocs=2, beam_width=3, max_depth=4, mode="always_retrieve", ignore_cont=True, use_seqscore=True
     ),
-    "long_factscore_adaptive": dict(task="factscore", ndocs=3, max_depth=3, use_grounding=True),
+    "long_factscore_adaptive": dict(task="factscore", ndocs=3, max_depth=3, use_groundness=True),
     "long_factscore_compat_original": dict(task="factscore", ndocs=3, max_depth=3, compat="original", threshold=0.3),
 }
 
@@ -177,7 +177,9 @@ def _short(name: str, tmp: Path) -> str:
 
     kw = dict(SHORT_FORM[name])
     out = tmp / f"{name}.json"
-    config = ShortFormConfig(model_name="pseudo", input_file=str(EVAL / kw.pop("input_file")), output_file=str(out), **kw)
+    config = ShortFormConfig(
+        model_name="pseudo", input_file=str(EVAL / kw.pop("input_file")), output_file=str(out), **kw
+    )
     run_short_form(config, backend=pseudo_backend())
     return _without_config(out, tmp)
 
@@ -187,7 +189,9 @@ def _long(name: str, tmp: Path) -> str:
 
     kw = dict(LONG_FORM[name])
     out = tmp / (f"{name}.jsonl" if kw["task"] == "factscore" else f"{name}.json")
-    config = LongFormConfig(model_name="pseudo", input_file=str(EVAL / LONG_INPUT[kw["task"]]), output_file=str(out), **kw)
+    config = LongFormConfig(
+        model_name="pseudo", input_file=str(EVAL / LONG_INPUT[kw["task"]]), output_file=str(out), **kw
+    )
     run_long_form(config, backend=pseudo_backend())
     return _without_config(out, tmp)
 

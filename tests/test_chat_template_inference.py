@@ -278,7 +278,7 @@ def test_flag_off_is_unchanged(tiny_model_dir, hf_backend, tmp_path, monkeypatch
         ndocs=2,
         max_new_tokens=6,
     )
-    assert "use_chat_template" not in config.fingerprint()  # partial files of earlier runs still resume
+    assert config.fingerprint()["use_chat_template"] is False  # a resumed run must match it too
     seen = record_prompt_ids(hf_backend, monkeypatch)
     output = run_short_form(config, backend=hf_backend)
     assert output["preds"] == BEFORE_PREDS[mode]

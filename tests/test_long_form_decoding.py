@@ -12,8 +12,14 @@ import pytest
 
 from selfrag.backends.base import Generation
 from selfrag.backends.scripted import ScriptedBackend, make_generation
-from selfrag.decoding.long_form import LongFormSettings, beam_search, split_segment
-from selfrag.eval.long_form import assemble_answer, clean_segment, fix_spacing
+from selfrag.decoding.long_form import (
+    LongFormSettings,
+    assemble_answer,
+    beam_search,
+    clean_segment,
+    fix_spacing,
+    split_segment,
+)
 from selfrag.prompts import format_evidence
 from selfrag.scoring import Weights
 from selfrag.tokens import ALL_TOKENS, ReflectionVocab
@@ -64,7 +70,7 @@ def test_finished_shorter_path_can_win_and_levels_are_batched():
         [P + format_evidence(A), P + format_evidence(B)],
         [ctx1("Alpha one.") + format_evidence(A), ctx1("Alpha one.") + format_evidence(B)],
     ]
-    assert assemble_answer(result, "asqa") == ("Beta one [1].", [B])
+    assert (result.answer, result.citations) == ("Beta one [1].", [B])
 
 
 def test_compat_original_multiplies_and_reads_the_deepest_level_only():
@@ -73,7 +79,7 @@ def test_compat_original_multiplies_and_reads_the_deepest_level_only():
     assert [n.ctx["id"] for n in result.path] == ["a", "b"]
     assert result.path[-1].score == pytest.approx(0.48)
     # Citations by depth, each segment's last character dropped, as the original.
-    assert assemble_answer(result, "asqa", compat="original") == ("Alpha one [1]. Beta two [2].", [A, B])
+    assert (result.answer, result.citations) == ("Alpha one [1]. Beta two [2].", [A, B])
 
 
 def test_beam_width_one_is_greedy_segment_by_segment():
@@ -89,8 +95,8 @@ def test_beam_width_one_is_greedy_segment_by_segment():
     assert [n.ctx["id"] for n in result.path] == ["a", "b"]
     assert result.path[-1].score == pytest.approx((0.9 + 0.8) / 2)
     assert len(backend.calls) == 2 and len(backend.calls[1]) == 2  # only A's path was expanded
-    assert assemble_answer(result, "asqa") == ("Alpha one [1]. Beta two [2].", [A, B])
-    assert assemble_answer(result, "factscore") == ("Alpha one. Beta two.", [])
+    assert (result.answer, result.citations) == ("Alpha one [1]. Beta two [2].", [A, B])
+    assert assemble_answer(result, settings(beam_width=1, cite=False)) == ("Alpha one. Beta two.", [])
 
 
 def test_max_depth_limits_the_number_of_segments():
@@ -133,7 +139,7 @@ def test_citations_reuse_numbers_and_drop_repeated_segments():
     [result] = beam_search(ScriptedBackend(tree), VOCAB, [P], [[A, B]], settings(beam_width=1, max_depth=4))
     assert [n.ctx["id"] for n in result.path] == ["a", "a", "b"]
     # The same passage keeps its number; a segment without final punctuation gets the citation appended.
-    assert assemble_answer(result, "asqa") == ("Alpha one [1]. Alpha two [1]. Beta three [2]", [A, B])
+    assert (result.answer, result.citations) == ("Alpha one [1]. Alpha two [1]. Beta three [2]", [A, B])
 
 
 def test_live_retrieval_is_asked_with_the_answer_so_far():
@@ -191,7 +197,7 @@ def test_no_retrieval_mode_and_adaptive_root_decision():
     )
     [result] = beam_search(backend, VOCAB, [P], [[A]], settings(mode="no_retrieval"))
     assert backend.calls == [[P + "[No Retrieval]"]] and result.retrieve is False
-    assert assemble_answer(result, "asqa") == ("Paris is big.", [])
+    assert (result.answer, result.citations) == ("Paris is big.", [])
     first = make_generation(
         ["[Retrieval]", "x"], IDS, {0: {"[Retrieval]": math.log(0.3), "[No Retrieval]": math.log(0.7)}}
     )

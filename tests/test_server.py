@@ -26,7 +26,6 @@ from selfrag.backends.base import GenerationBackend, GenParams  # noqa: E402
 from selfrag.decoding.long_form import beam_search  # noqa: E402
 from selfrag.decoding.short_form import run_batch  # noqa: E402
 from selfrag.errors import ConfigError  # noqa: E402
-from selfrag.eval.long_form import assemble_answer  # noqa: E402
 from selfrag.prompts import format_evidence, format_prompt  # noqa: E402
 from selfrag.retrieval.index import FaissIndex  # noqa: E402
 from selfrag.retrieval.retriever import Retriever  # noqa: E402
@@ -253,7 +252,7 @@ def test_long_form_has_segments_and_citation_markers(served):
     opts = RequestOptions(instruction="", max_tokens=8, ndocs=2, weights=WEIGHTS, mode="always_retrieve", max_depth=3)
     prompt = format_prompt("Tell me about Jaws.")
     result = beam_search(served["backend"].inner, served["vocab"], [prompt], [ctxs], opts.long_settings())[0]
-    text, cited = assemble_answer(result, "asqa")
+    text, cited = result.answer, result.citations
     assert response.choices[0].text == text
     assert [s["raw"] for s in meta["segments"]] == [n.pred for n in result.path]
     assert [s["passage"] for s in meta["segments"]] == [ctxs.index(n.ctx) for n in result.path]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from selfrag.backends.base import Generation, GenerationBackend, GenParams
-from selfrag.cli import flag
+from selfrag.cli import flag, run_only
 from selfrag.errors import BackendError
 
 logger = logging.getLogger(__name__)
@@ -77,10 +77,10 @@ class ModelConfig:
     model_name: str = flag("HF hub id or local path of a Self-RAG generator.", default="")
     backend: Literal["auto", "vllm", "hf"] = flag("auto: vllm with a CUDA GPU, else HF transformers.", default="auto")
     dtype: str = flag("Model dtype: half, bfloat16, float32, auto (half becomes float32 on CPU).", default="half")
-    world_size: int = flag("vllm tensor_parallel_size.", default=1)
-    download_dir: str = flag("vllm download directory.", default=".cache")
+    world_size: int = run_only("vllm tensor_parallel_size.", default=1)
+    download_dir: str = run_only("vllm download directory.", default=".cache")
     max_model_len: int | None = flag("vllm max_model_len (default: the model's).", default=None)
-    max_batch_size: int = flag("hf backend: sequences per forward pass.", default=64)
+    max_batch_size: int = run_only("hf backend: sequences per forward pass.", default=64)
 
 
 def backend_from_config(config: ModelConfig) -> GenerationBackend:

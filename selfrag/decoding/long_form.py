@@ -28,8 +28,17 @@ from typing import Any, Literal
 from selfrag.backends.base import Generation, GenerationBackend, GenParams
 from selfrag.decoding.short_form import ShortFormSettings, decide_retrieval
 from selfrag.prompts import format_evidence, no_retrieval_prompt
-from selfrag.scoring import Weights, score_generation
-from selfrag.tokens import CONTINUE, NO_RETRIEVAL, RETRIEVAL, ReflectionVocab, strip_reflection_tokens
+from selfrag.scoring import Judgement, Weights, judgements, score_generation
+from selfrag.tokens import (
+    ALL_TOKENS,
+    CONTINUE,
+    NO_RETRIEVAL,
+    NO_SUPPORT,
+    ORIGINAL_CONTROL_TOKENS,
+    RETRIEVAL,
+    ReflectionVocab,
+    strip_reflection_tokens,
+)
 
 Passages = Sequence[Mapping[str, Any]]
 # Live retrieval: (question index, answer so far) pairs -> passages for each; static mode re-uses the item's ctxs.
@@ -42,24 +51,29 @@ _RETRIEVE_STRINGS = re.compile(re.escape(RETRIEVAL) + "|" + re.escape(NO_RETRIEV
 class LongFormSettings:
     """Settings of the beam search. `max_depth` counts the root, as the original: at most max_depth-1 segments.
 
+    The defaults are `DecodingConfig`'s (selfrag/decoding/config.py builds these from a command's flags). `cite`:
+    the answer ends each segment with a `[k]` citation of its passage (ASQA / ELI5 / the server; not FactScore).
+
     `add_special_tokens=False` for prompts built with a chat template, which hold their own BOS (`GenParams`).
     """
 
     mode: Literal["adaptive_retrieval", "always_retrieve", "no_retrieval"] = "adaptive_retrieval"
     threshold: float | None = None
-    ndocs: int = 5
+    ndocs: int = 10
     beam_width: int = 2
     max_depth: int = 2
-    max_new_tokens: int = 300
-    weights: Weights = field(default_factory=lambda: Weights(use_groundness=True, use_utility=True))
+    max_new_tokens: int = 15
+    weights: Weights = field(default_factory=Weights)
     ignore_cont: bool = False
+    cite: bool = True
     compat: Literal["none", "original"] = "none"
     add_special_tokens: bool = True
 
 
 @dataclass
 class Node:
-    """One segment in the search tree. `context` is the prompt this segment's passage was appended to."""
+    """One segment in the search tree. `context` is the prompt this segment's passage was appended to; `kept`:
+    the node survived the pruning of its level (was in the beam)."""
 
     id: int
     parent: int | None
@@ -73,6 +87,11 @@ class Node:
     critique: dict[str, float] = field(default_factory=dict)
     wants_retrieval: bool = True
     steps: int = 0  # segments on the path to this node
+    kept: bool = False
+    rel: Judgement = field(default_factory=Judgement)
+    sup: Judgement = field(default_factory=Judgement)
+    use: Judgement = field(default_factory=Judgement)
+    generation: Generation | None = field(default=None, repr=False, compare=False)
 
     @property
     def next_context(self) -> str:
@@ -96,13 +115,17 @@ class Node:
 
 @dataclass
 class BeamResult:
-    """The answer of one question: the best path's nodes (root excluded), and the whole tree for inspection."""
+    """The answer of one question: the best path's nodes (root excluded), the whole tree for inspection, and the
+    answer assembled from the path with the passages it cites (in citation order)."""
 
     retrieve: bool
     retrieval_prob: float | None
     path: list[Node]
     tree: list[Node]
     no_retrieval_text: str | None = None
+    answer: str = ""
+    citations: list[dict[str, Any]] = field(default_factory=list)
+    no_retrieval: Generation | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,13 +209,13 @@ def beam_search(
         gens = backend.generate([no_retrieval_prompt(prompts[i]) for i in no_ret], params)
         for i, gen in zip(no_ret, gens):
             text = gen.text.split("\n\n")[0]
-            results[i] = BeamResult(False, decisions[i][1], path=[], tree=[], no_retrieval_text=text)
+            results[i] = BeamResult(False, decisions[i][1], path=[], tree=[], no_retrieval_text=text, no_retrieval=gen)
 
     trees: dict[int, list[Node]] = {}
     beams: dict[int, list[Node]] = {}
     for i in range(n):
         if decisions[i][0]:
-            root = Node(id=0, parent=None, depth=0, context=prompts[i], pred=RETRIEVAL)
+            root = Node(id=0, parent=None, depth=0, context=prompts[i], pred=RETRIEVAL, kept=True)
             trees[i], beams[i] = [root], [root]
     for depth in range(1, settings.max_depth):
         expand = [(i, node) for i in beams for node in beams[i] if node.wants_retrieval]
@@ -205,6 +228,7 @@ def beam_search(
         for (i, parent, ctx), gen in zip(requests, gens):
             segment, wants = split_segment(gen, vocab, settings)
             s, critique = step_score(gen, vocab, settings)
+            rel, sup, use = judgements(gen, vocab)
             child = Node(
                 id=len(trees[i]),
                 parent=parent.id,
@@ -217,6 +241,10 @@ def beam_search(
                 critique=critique,
                 wants_retrieval=wants,
                 steps=parent.steps + 1,
+                rel=rel,
+                sup=sup,
+                use=use,
+                generation=gen,
             )
             child.score = _path_score(parent, s, child.steps, settings)
             trees[i].append(child)
@@ -228,11 +256,15 @@ def beam_search(
                 beams[i] = _top(kids, settings.beam_width)
             else:  # finished paths stay in the beam and compete with the new segments
                 beams[i] = _top([node for node in beams[i] if not node.wants_retrieval] + kids, settings.beam_width)
+            for node in beams[i]:
+                node.kept = True
 
     for i, tree in trees.items():
         best = max((node for node in beams[i] if node.depth > 0), key=lambda node: node.score, default=None)
         path = _path(tree, best) if best is not None else []
         results[i] = BeamResult(True, decisions[i][1], path=path, tree=tree)
+    for result in results:
+        result.answer, result.citations = assemble_answer(result, settings)  # type: ignore[union-attr]
     return results  # type: ignore[return-value]
 
 
@@ -280,3 +312,78 @@ def _path(tree: list[Node], node: Node) -> list[Node]:
         path.append(node)
         node = tree[node.parent]
     return path[::-1]
+
+
+# ------------------------------------------------------------------------------------------------ answer assembly
+
+
+def fix_spacing(text: str, compat: str = "none") -> str:
+    """Insert a space after a sentence end glued to the next word ("end.Next" -> "end. Next").
+
+    The original (utils.py:78-81) also splits decimals ("3.5" -> "3. 5"); we only split before a capital letter.
+    """
+    if compat == "original":
+        return re.sub(r"(?<=\w)([.!?])(?=\w)", r"\1 ", text)
+    return re.sub(r"(?<=[a-z0-9)])([.!?])(?=[A-Z])", r"\1 ", text)
+
+
+def clean_segment(text: str, compat: str = "none") -> str:
+    """A segment as it appears in the answer: reflection tokens and `</s>` removed.
+
+    Default: all 15 tokens and collapsed whitespace. Original (utils.py:84-95): the 14 control strings and `</s>`,
+    then one leading space dropped (`[Continue to Use Evidence]` is handled by `assemble_answer`).
+    """
+    if compat == "original":
+        text = strip_reflection_tokens(text, ORIGINAL_CONTROL_TOKENS).replace("</s>", "")
+        return text[1:] if text.startswith(" ") else text
+    return " ".join(strip_reflection_tokens(text, ALL_TOKENS).replace("</s>", "").split())
+
+
+def assemble_answer(result: BeamResult, settings: LongFormSettings) -> tuple[str, list[dict[str, Any]]]:
+    """The answer text and the cited passages, in citation order.
+
+    With `settings.cite` (ASQA / ELI5, the server) each segment ends with `[k]` (before its final punctuation), k
+    numbering the distinct passages in order of first citation; without (FactScore) the segments are joined with
+    spaces. Segments repeated word for word are dropped; with `ignore_cont`, segments judged
+    `[No support / Contradictory]` too. The original numbers citations by depth and drops each segment's last
+    character (`compat="original"`).
+    """
+    compat = settings.compat
+    if not result.retrieve:
+        return fix_spacing(clean_segment(result.no_retrieval_text or "", compat), compat), []
+    nodes = [n for n in result.path if not (settings.ignore_cont and NO_SUPPORT in n.segment)]
+    if compat == "original":
+        return _assemble_original(nodes, settings.cite)
+    seen: set[str] = set()
+    parts: list[str] = []
+    docs: list[Mapping[str, Any]] = []
+    for node in nodes:
+        text = clean_segment(node.segment)
+        if not text or text in seen:
+            continue
+        seen.add(text)
+        if not settings.cite:
+            parts.append(text)
+            continue
+        if node.ctx not in docs:
+            docs.append(node.ctx)  # type: ignore[arg-type]
+        cite = f" [{docs.index(node.ctx) + 1}]"  # type: ignore[arg-type]
+        parts.append(text[:-1] + cite + text[-1] if text[-1] in ".!?" else text + cite)
+    return fix_spacing(" ".join(parts)), [dict(d) for d in docs]
+
+
+def _assemble_original(nodes: Sequence[Node], cite: bool) -> tuple[str, list[dict[str, Any]]]:
+    """run_long_form_static.py:276-297 and 372-435, kept for `--compat original`."""
+    if not cite:
+        return fix_spacing(clean_segment(" " + " ".join(n.segment for n in nodes), "original"), "original"), []
+    output, docs, seen = "", [], []
+    for depth, node in enumerate(nodes, start=1):
+        text = clean_segment(node.segment, "original")
+        if not node.segment or text in seen:
+            continue
+        seen.append(text)
+        output += text[:-1] + " [" + str(depth) + "]. "
+        docs.append(dict(node.ctx))  # type: ignore[arg-type]
+    output = fix_spacing(output[:-1] if output.endswith(" ") else output, "original")
+    output = output.replace(f".{CONTINUE}", " [1]. ").replace(". [1] ", " [1]. ")
+    return output, docs

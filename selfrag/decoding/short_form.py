@@ -21,7 +21,15 @@ from typing import Any, Literal
 
 from selfrag.backends.base import Generation, GenerationBackend, GenParams
 from selfrag.prompts import format_evidence, no_retrieval_prompt
-from selfrag.scoring import Weights, original_retrieve_ratio, retrieve_prob, score_generation
+from selfrag.scoring import (
+    CritiqueScores,
+    Judgement,
+    Weights,
+    judgements,
+    original_retrieve_ratio,
+    retrieve_prob,
+    score_generation,
+)
 from selfrag.tokens import ALL_TOKENS, ORIGINAL_CONTROL_TOKENS, RETRIEVAL, ReflectionVocab, strip_reflection_tokens
 
 Mode = Literal["adaptive_retrieval", "no_retrieval", "always_retrieve"]
@@ -48,18 +56,73 @@ class ShortFormSettings:
 
 
 @dataclass
-class ItemResult:
-    """Outcome for one question.
+class Candidate:
+    """The answer written with one passage, and how the model judged it.
 
-    `results` has the original's shape: `no_retrieval` (text of the answer without passages) and
+    `text` is the completion with its reflection tokens; `answer` the same text cleaned as a prediction; `rel` /
+    `sup` / `use` the IsRel / IsSup / IsUse tokens the model wrote with their probabilities; `scores` the weighted
+    parts of the passage's score (`scores.total` ranks the candidates).
+    """
+
+    passage: Mapping[str, Any]
+    text: str
+    answer: str
+    rel: Judgement
+    sup: Judgement
+    use: Judgement
+    scores: CritiqueScores
+    generation: Generation = field(repr=False, compare=False)
+
+
+@dataclass
+class ItemResult:
+    """Outcome for one question: the retrieval decision, one candidate per passage tried, and the answer.
+
+    `chosen` indexes the winning candidate (None when nothing was retrieved); `first` is the first pass's
+    generation (adaptive mode), `no_retrieval` the generation after `[No Retrieval]` when the question did not
+    retrieve. `results` is the original's view of the same: `no_retrieval` (text of the answer without passages) and
     `retrieval_{i}: {pred, score, ctx, critique}` for each passage tried.
     """
 
     pred: str
-    results: dict[str, Any]
     retrieve: bool
     retrieval_prob: float | None = None
     original_ratio: float | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    chosen: int | None = None
+    first: Generation | None = field(default=None, repr=False)
+    no_retrieval: Generation | None = field(default=None, repr=False)
+
+    @property
+    def results(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.first is not None or self.no_retrieval is not None:
+            out["no_retrieval"] = (self.first or self.no_retrieval).text  # type: ignore[union-attr]
+        for i, c in enumerate(self.candidates):
+            out[f"retrieval_{i}"] = {
+                "pred": c.text,
+                "score": c.scores.total,
+                "ctx": dict(c.passage),
+                "critique": c.scores.to_dict(),
+            }
+        return out
+
+    @property
+    def chosen_generation(self) -> Generation:
+        """The generation the answer was read from."""
+        if self.chosen is not None:
+            return self.candidates[self.chosen].generation
+        return self.no_retrieval  # type: ignore[return-value]
+
+    def to_record(self) -> dict[str, Any]:
+        """The record a run keeps per item (its partial file's line, without the index and prompt)."""
+        return {
+            "pred": self.pred,
+            "results": self.results,
+            "retrieve": self.retrieve,
+            "retrieval_prob": self.retrieval_prob,
+            "original_ratio": self.original_ratio,
+        }
 
 
 def postprocess_answer(text: str, compat: Compat = "none") -> str:
@@ -107,31 +170,32 @@ def rerank(
     ctxs: Sequence[Mapping[str, Any]],
     vocab: ReflectionVocab,
     settings: ShortFormSettings,
-) -> tuple[str, dict[str, Any]]:
-    """Score each passage's completion and pick the answer (original run_short_form.py:177-200)."""
-    results: dict[str, Any] = {}
+) -> tuple[str, list[Candidate], int]:
+    """Score each passage's completion and pick the answer (original run_short_form.py:177-200).
+
+    Returns the answer, the candidates and the index of the chosen one: the best score (the first passage wins
+    ties); for closed-set tasks the answer whose candidates' scores sum highest, and its first candidate.
+    """
+    candidates = []
     answer_scores: dict[str, float] = {}
     best_i, best_score = 0, float("-inf")
     for i, (gen, ctx) in enumerate(zip(generations, ctxs)):
         scores = score_generation(gen, vocab, settings.weights)
-        results[f"retrieval_{i}"] = {
-            "pred": gen.text,
-            "score": scores.total,
-            "ctx": dict(ctx),
-            "critique": scores.to_dict(),
-        }
+        rel, sup, use = judgements(gen, vocab)
+        answer = postprocess_answer(gen.text, settings.compat)
+        candidates.append(Candidate(ctx, gen.text, answer, rel, sup, use, scores, gen))
         if settings.closed:
-            answer = postprocess_answer(gen.text, settings.compat)
             answer_scores[answer] = answer_scores.get(answer, 0.0) + scores.total
         if scores.total > best_score:  # strict: the first passage wins ties
             best_i, best_score = i, scores.total
     if settings.closed:  # max() keeps the first-inserted answer among equal sums, as the original's stable sort
-        return max(answer_scores, key=answer_scores.__getitem__), results
+        winner = max(answer_scores, key=answer_scores.__getitem__)
+        return winner, candidates, next(i for i, c in enumerate(candidates) if c.answer == winner)
     best_text = generations[best_i].text
     if settings.compat == "original":
         # The original returns vllm's text, from which skip_special_tokens=True already removed the tokens.
-        return strip_reflection_tokens(best_text), results
-    return postprocess_answer(best_text), results
+        return strip_reflection_tokens(best_text), candidates, best_i
+    return postprocess_answer(best_text), candidates, best_i
 
 
 def run_batch(
@@ -168,15 +232,11 @@ def run_batch(
     out = []
     for first, ctxs, (retrieve, p_ret, ratio), (start, end) in zip(firsts, evidences, decisions, spans):
         gens = seconds[start:end]
+        item = ItemResult(pred="", retrieve=retrieve, retrieval_prob=p_ret, original_ratio=ratio, first=first)
         if retrieve:
-            pred, results = rerank(gens, ctxs[: settings.ndocs], vocab, settings)
-            if first is not None:
-                results = {"no_retrieval": first.text, **results}
+            pred, item.candidates, item.chosen = rerank(gens, ctxs[: settings.ndocs], vocab, settings)
         else:
-            pred = postprocess_answer(gens[0].text, settings.compat)
-            results = {"no_retrieval": (first or gens[0]).text}
-        pred = clean_prediction(pred, settings.compat)
-        out.append(
-            ItemResult(pred=pred, results=results, retrieve=retrieve, retrieval_prob=p_ret, original_ratio=ratio)
-        )
+            pred, item.no_retrieval = postprocess_answer(gens[0].text, settings.compat), gens[0]
+        item.pred = clean_prediction(pred, settings.compat)
+        out.append(item)
     return out

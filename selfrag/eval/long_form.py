@@ -13,70 +13,47 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from selfrag.backends import GenerationBackend, ModelConfig, open_backend
-from selfrag.cli import flag
+from selfrag.cli import fingerprint, flag, run_only
 from selfrag.data import CTX_KEYS, ResumableRun, clean, get_ctxs, load_items, require_field, where, write_json_atomic
-from selfrag.decoding.long_form import BeamResult, LongFormSettings, Node, PassageSource, beam_search
+from selfrag.decoding.config import DecodingConfig
+from selfrag.decoding.long_form import BeamResult, LongFormSettings, PassageSource, beam_search
 from selfrag.errors import ConfigError, DataFormatError
 from selfrag.eval.short_form import prompt_tokenizer
 from selfrag.prompts import TASK_INST, format_prompt
-from selfrag.scoring import Weights
-from selfrag.tokens import (
-    ALL_TOKENS,
-    CONTINUE,
-    NO_SUPPORT,
-    ORIGINAL_CONTROL_TOKENS,
-    ReflectionVocab,
-    strip_reflection_tokens,
-)
+from selfrag.tokens import ReflectionVocab
+from selfrag.views.trace import TraceWriter, long_trace
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class LongFormConfig(ModelConfig):
+class LongFormConfig(ModelConfig, DecodingConfig):
     """Flags of `run_long_form_static.py`: the original's names and defaults, plus `--backend`, `--batch_size`,
-    `--compat`. `--w_rel / --w_sup / --w_use` and `--use_seqscore` take effect (the original ignored them)."""
+    `--compat`, `--trace_dir`. The decoding flags are `DecodingConfig`'s (shared with short form and the server);
+    `--w_rel / --w_sup / --w_use` and `--use_seqscore` take effect (the original ignored them)."""
 
     input_file: str = flag(
         "ASQA / ELI5: ALCE json list with question and docs; FactScore: jsonl with input and ctxs.", default=""
     )
-    output_file: str = flag("Result file; <output_file>.partial.jsonl holds progress for resuming.", default="")
+    output_file: str = run_only("Result file; <output_file>.partial.jsonl holds progress for resuming.", default="")
     task: Literal["asqa", "eli5", "factscore"] = flag("Long-form task.", default="asqa")
-    ndocs: int = flag("Passages tried at each retrieval (docs[:ndocs] / ctxs[:ndocs]).", default=10)
     limit: int | None = flag("Only the first N items.", default=None)
-    mode: Literal["default", "adaptive_retrieval", "no_retrieval", "always_retrieve"] = flag(
-        "default = adaptive_retrieval.", default="default"
-    )
-    threshold: float | None = flag(
-        "Retrieve when p(Ret)/(p(Ret)+p(NoRet)) > threshold; unset: when the model generates [Retrieval].", default=None
-    )
-    max_new_tokens: int = flag("Tokens per segment.", default=15)
-    beam_width: int = flag("Paths kept at each depth.", default=2)
-    max_depth: int = flag("Depth of the tree counting the root: at most max_depth-1 segments.", default=2)
-    use_grounding: bool = flag("Add the IsSup score.", default=False, metadata={"aliases": ["--use_groundness"]})
-    use_utility: bool = flag("Add the IsUse score.", default=False)
-    use_seqscore: bool = flag("Add exp(mean token log-prob).", default=False)
-    w_rel: float = flag("Weight of IsRel.", default=1.0)
-    w_sup: float = flag("Weight of IsSup.", default=1.0)
-    w_use: float = flag("Weight of IsUse.", default=0.5)
-    ignore_cont: bool = flag("Drop segments marked [No support / Contradictory] from the answer.", default=False)
-    compat: Literal["none", "original"] = flag(
-        "original: the original's path scores, weights and output assembly (docs/upstream_quirks.md).", default="none"
-    )
-    batch_size: int = flag("Questions searched together (one backend call per depth level).", default=8)
-    seed: int = flag("Unused: decoding is greedy (original flag).", default=633)
-    device: str = flag("Unused (original flag).", default="cuda")
+    batch_size: int = run_only("Questions searched together (one backend call per depth level).", default=8)
+    seed: int = run_only("Unused: decoding is greedy (original flag).", default=633)
+    device: str = run_only("Unused (original flag).", default="cuda")
     use_chat_template: bool = flag(
         "Prompt with the tokenizer's chat template, as a model trained with finetune.py --use_chat_template "
         "(not in the original).",
         default=False,
+    )
+    trace_dir: str | None = run_only(
+        "Write an HTML page per item showing its beam tree (DIR/<k>.html) and DIR/index.html.", default=None
     )
 
     def __post_init__(self) -> None:
@@ -84,134 +61,17 @@ class LongFormConfig(ModelConfig):
             raise ConfigError("--model_name is required")
         if not self.input_file or not self.output_file:
             raise ConfigError("--input_file and --output_file are required")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"--threshold must lie in [0, 1] (a probability); got {self.threshold}")
-        if self.max_depth < 2:
-            raise ConfigError(
-                f"--max_depth counts the root, so it must be at least 2 (one segment); got {self.max_depth}"
-            )
-        for name in ("ndocs", "max_new_tokens", "beam_width", "batch_size", "max_batch_size"):
+        DecodingConfig.__post_init__(self)
+        for name in ("batch_size", "max_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1; got {getattr(self, name)}")
 
-    @property
-    def resolved_mode(self) -> str:
-        return "adaptive_retrieval" if self.mode == "default" else self.mode
-
     def settings(self) -> LongFormSettings:
-        weights = Weights(
-            w_rel=self.w_rel,
-            w_sup=self.w_sup,
-            w_use=self.w_use,
-            use_groundness=self.use_grounding,
-            use_utility=self.use_utility,
-            use_seqscore=self.use_seqscore,
-        )
-        return LongFormSettings(
-            mode=self.resolved_mode,
-            threshold=self.threshold,
-            ndocs=self.ndocs,  # type: ignore[arg-type]
-            beam_width=self.beam_width,
-            max_depth=self.max_depth,
-            max_new_tokens=self.max_new_tokens,
-            weights=weights,
-            ignore_cont=self.ignore_cont,
-            compat=self.compat,
-            add_special_tokens=not self.use_chat_template,
-        )
+        return self.long_settings(cite=self.task != "factscore", add_special_tokens=not self.use_chat_template)
 
     def fingerprint(self) -> dict[str, Any]:
-        skip = {
-            "backend",
-            "dtype",
-            "world_size",
-            "download_dir",
-            "max_model_len",
-            "output_file",
-            "batch_size",
-            "max_batch_size",
-            "seed",
-            "device",
-            "use_chat_template",  # joins only when set, so partial files of runs without it still resume
-        }
-        fingerprint = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip} | {
-            "mode": self.resolved_mode
-        }
-        if self.use_chat_template:
-            fingerprint["use_chat_template"] = True
-        return fingerprint
-
-
-# ------------------------------------------------------------------------------------------------ answer assembly
-
-
-def fix_spacing(text: str, compat: str = "none") -> str:
-    """Insert a space after a sentence end glued to the next word ("end.Next" -> "end. Next").
-
-    The original (utils.py:78-81) also splits decimals ("3.5" -> "3. 5"); we only split before a capital letter.
-    """
-    if compat == "original":
-        return re.sub(r"(?<=\w)([.!?])(?=\w)", r"\1 ", text)
-    return re.sub(r"(?<=[a-z0-9)])([.!?])(?=[A-Z])", r"\1 ", text)
-
-
-def clean_segment(text: str, compat: str = "none") -> str:
-    """A segment as it appears in the answer: reflection tokens and `</s>` removed.
-
-    Default: all 15 tokens and collapsed whitespace. Original (utils.py:84-95): the 14 control strings and `</s>`,
-    then one leading space dropped (`[Continue to Use Evidence]` is handled by `assemble_answer`).
-    """
-    if compat == "original":
-        text = strip_reflection_tokens(text, ORIGINAL_CONTROL_TOKENS).replace("</s>", "")
-        return text[1:] if text.startswith(" ") else text
-    return " ".join(strip_reflection_tokens(text, ALL_TOKENS).replace("</s>", "").split())
-
-
-def assemble_answer(result: BeamResult, task: str, ignore_cont: bool = False, compat: str = "none") -> tuple[str, list]:
-    """The answer text and the cited passages, in citation order.
-
-    ASQA / ELI5 cite ALCE-style: each segment ends with `[k]` (before its final punctuation), k numbering the
-    distinct passages in order of first citation; FactScore joins the segments with spaces. Segments repeated
-    word for word are dropped. The original numbers citations by depth and drops each segment's last character.
-    """
-    if not result.retrieve:
-        return fix_spacing(clean_segment(result.no_retrieval_text or "", compat), compat), []
-    nodes = [n for n in result.path if not (ignore_cont and NO_SUPPORT in n.segment)]
-    if compat == "original":
-        return _assemble_original(nodes, task)
-    seen: set[str] = set()
-    parts: list[str] = []
-    docs: list[Mapping[str, Any]] = []
-    for node in nodes:
-        text = clean_segment(node.segment)
-        if not text or text in seen:
-            continue
-        seen.add(text)
-        if task == "factscore":
-            parts.append(text)
-            continue
-        if node.ctx not in docs:
-            docs.append(node.ctx)
-        cite = f" [{docs.index(node.ctx) + 1}]"
-        parts.append(text[:-1] + cite + text[-1] if text[-1] in ".!?" else text + cite)
-    return fix_spacing(" ".join(parts)), [dict(d) for d in docs]
-
-
-def _assemble_original(nodes: Sequence[Node], task: str) -> tuple[str, list]:
-    """run_long_form_static.py:276-297 and 372-435, kept for `--compat original`."""
-    if task == "factscore":
-        return fix_spacing(clean_segment(" " + " ".join(n.segment for n in nodes), "original"), "original"), []
-    output, docs, seen = "", [], []
-    for depth, node in enumerate(nodes, start=1):
-        text = clean_segment(node.segment, "original")
-        if not node.segment or text in seen:
-            continue
-        seen.append(text)
-        output += text[:-1] + " [" + str(depth) + "]. "
-        docs.append(dict(node.ctx))
-    output = fix_spacing(output[:-1] if output.endswith(" ") else output, "original")
-    output = output.replace(f".{CONTINUE}", " [1]. ").replace(". [1] ", " [1]. ")
-    return output, docs
+        """The settings that shape per-item results; a resumed run must match them."""
+        return fingerprint(self)
 
 
 # --------------------------------------------------------------------------------------------------------- driver
@@ -297,6 +157,7 @@ def run_long_form(
     if search is not None:
         passage_source = LiveRetrieval(search, [question_of(item, config.task) for item in items], config.ndocs)
     run = ResumableRun(config.output_file, config.fingerprint(), len(items), config.batch_size, "long-form")
+    traces = TraceWriter(config.trace_dir) if config.trace_dir else None
     if run.todo:
         with open_backend(config, backend) as backend:
             vocab = ReflectionVocab.from_tokenizer(backend.tokenizer, source=config.model_name)
@@ -310,10 +171,15 @@ def run_long_form(
                     settings,
                     _for_batch(passage_source, batch),
                 )
+                if traces is not None:
+                    for i, result in zip(batch, results):
+                        traces.write(i, long_trace(question_of(items[i], config.task), result))
                 run.save([_record(i, result, config) for i, result in zip(batch, results)])
 
     records = run.records()
     outputs = [_output_item(config.task, clean(item), record) for item, record in zip(items, records)]
+    if traces is not None:
+        traces.write_index([question_of(item, config.task) for item in items], [None] * len(items))
     if config.task == "factscore":
         tmp = Path(config.output_file + ".tmp")
         tmp.write_text("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in outputs), encoding="utf-8")
@@ -337,11 +203,10 @@ def _for_batch(source: PassageSource | None, batch: list[int]) -> PassageSource 
 
 
 def _record(index: int, result: BeamResult, config: LongFormConfig) -> dict[str, Any]:
-    output, docs = assemble_answer(result, config.task, config.ignore_cont, config.compat)
     return {
         "index": index,
-        "output": output,
-        "docs": docs,
+        "output": result.answer,
+        "docs": result.citations,
         **result.to_dict(),
         "intermediate": [n.pred for n in result.path],
     }

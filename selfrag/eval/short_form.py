@@ -16,14 +16,15 @@ from typing import Any, Literal
 import torch
 
 from selfrag.backends import GenerationBackend, ModelConfig, open_backend
-from selfrag.cli import flag
+from selfrag.cli import fingerprint, flag, run_only
 from selfrag.data import ResumableRun, get_ctxs, load_items, require_field, where, write_json_atomic
+from selfrag.decoding.config import DecodingConfig
 from selfrag.decoding.short_form import ShortFormSettings, run_batch
 from selfrag.errors import BackendError, ConfigError, DataFormatError
 from selfrag.eval.metrics import METRICS, metric_fn
 from selfrag.prompts import CLOSED_TASKS, arc_choices, build_instruction, format_prompt
-from selfrag.scoring import Weights
 from selfrag.tokens import ReflectionVocab
+from selfrag.views.trace import TraceWriter, short_trace
 
 logger = logging.getLogger(__name__)
 
@@ -31,112 +32,54 @@ MODES = ("default", "adaptive_retrieval", "no_retrieval", "always_retrieve")
 
 
 @dataclass
-class ShortFormConfig(ModelConfig):
-    """Flags of `run_short_form.py`: the original's names and defaults, plus `--backend`, `--batch_size`, `--compat`.
+class ShortFormConfig(ModelConfig, DecodingConfig):
+    """Flags of `run_short_form.py`: the original's names and defaults, plus `--backend`, `--batch_size`, `--compat`,
+    `--trace_dir`. The decoding flags are `DecodingConfig`'s (shared with long form and the server).
 
     Unused original flags (`--device`, `--tokenizer_path`, `--beam_width`, `--max_depth`) are accepted and ignored.
     """
 
     # Data
     input_file: str = flag("json / jsonl eval file with question, answers and ctxs.", default="")
-    output_file: str = flag("Result JSON; <output_file>.partial.jsonl holds progress for resuming.", default="")
+    output_file: str = run_only("Result JSON; <output_file>.partial.jsonl holds progress for resuming.", default="")
     task: str | None = flag("arc_c, fever (PubHealth) or none (PopQA, TriviaQA).", default=None)
-    ndocs: int = flag("Passages per question (ctxs[:ndocs]).", default=10)
     limit: int | None = flag("Only the first N items.", default=None)
-    # Decoding
-    mode: Literal["default", "adaptive_retrieval", "no_retrieval", "always_retrieve"] = flag(
-        "default = adaptive_retrieval.", default="default"
-    )
-    threshold: float | None = flag(
-        "Retrieve when p(Ret)/(p(Ret)+p(NoRet)) > threshold; unset: when the model generates [Retrieval].", default=None
-    )
-    max_new_tokens: int = flag("Tokens to generate per completion.", default=15)
-    use_groundness: bool = flag("Add the IsSup score.", default=False, metadata={"aliases": ["--use_grounding"]})
-    use_utility: bool = flag("Add the IsUse score.", default=False)
-    use_seqscore: bool = flag("Add exp(mean token log-prob).", default=False)
-    w_rel: float = flag("Weight of IsRel.", default=1.0)
-    w_sup: float = flag("Weight of IsSup.", default=1.0)
-    w_use: float | None = flag("Weight of IsUse (default 0.5 as the paper; 1.0 with --compat original).", default=None)
-    compat: Literal["none", "original"] = flag(
-        "original: reproduce the original code's scoring quirks (docs/upstream_quirks.md).", default="none"
-    )
-    batch_size: int = flag("Questions per backend call (x ndocs sequences when retrieving).", default=32)
+    batch_size: int = run_only("Questions per backend call (x ndocs sequences when retrieving).", default=32)
     # Evaluation
-    metric: Literal["match", "accuracy", "exact_match", "f1", "none"] | None = flag(
+    metric: Literal["match", "accuracy", "exact_match", "f1", "none"] | None = run_only(
         "Per-item metric reported as metric_results (default match, the paper's).", default=None
     )
-    seed: int = flag("Random seed (the original's 633).", default=633)
+    seed: int = run_only("Random seed (the original's 633).", default=633)
     use_chat_template: bool = flag(
         "Prompt with the tokenizer's chat template, as a model trained with finetune.py --use_chat_template "
         "(not in the original).",
         default=False,
     )
+    trace_dir: str | None = run_only(
+        "Write an HTML page per item showing why it was answered so (DIR/<k>.html) and DIR/index.html.", default=None
+    )
     # Accepted for compatibility with the original command lines; they have no effect.
-    device: str = flag("Unused (original flag).", default="cuda")
-    tokenizer_path: str | None = flag("Unused (original flag).", default=None)
-    beam_width: int = flag("Unused in short form (original flag).", default=2)
-    max_depth: int = flag("Unused in short form (original flag).", default=2)
+    device: str = run_only("Unused (original flag).", default="cuda")
+    tokenizer_path: str | None = run_only("Unused (original flag).", default=None)
 
     def __post_init__(self) -> None:
         if not self.model_name:
             raise ConfigError("--model_name is required")
         if not self.input_file or not self.output_file:
             raise ConfigError("--input_file and --output_file are required")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"--threshold must lie in [0, 1] (a probability); got {self.threshold}")
-        for name in ("ndocs", "max_new_tokens", "batch_size", "max_batch_size"):
+        DecodingConfig.__post_init__(self)
+        for name in ("batch_size", "max_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1; got {getattr(self, name)}")
-        if self.w_use is None:
-            self.w_use = 1.0 if self.compat == "original" else 0.5
         if self.metric is None:
             self.metric = "match"
 
-    @property
-    def resolved_mode(self) -> str:
-        return "adaptive_retrieval" if self.mode == "default" else self.mode
-
     def settings(self) -> ShortFormSettings:
-        weights = Weights(
-            w_rel=self.w_rel,
-            w_sup=self.w_sup,
-            w_use=float(self.w_use),
-            use_groundness=self.use_groundness,
-            use_utility=self.use_utility,
-            use_seqscore=self.use_seqscore,
-        )
-        return ShortFormSettings(
-            mode=self.resolved_mode,  # type: ignore[arg-type]
-            threshold=self.threshold,
-            ndocs=self.ndocs,
-            max_new_tokens=self.max_new_tokens,
-            closed=self.task in CLOSED_TASKS,
-            weights=weights,
-            compat=self.compat,
-            add_special_tokens=not self.use_chat_template,
-        )
+        return self.short_settings(closed=self.task in CLOSED_TASKS, add_special_tokens=not self.use_chat_template)
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that shape per-item results; a resumed run must match them."""
-        keep = (
-            "model_name",
-            "input_file",
-            "task",
-            "ndocs",
-            "limit",
-            "threshold",
-            "max_new_tokens",
-            "use_groundness",
-            "use_utility",
-            "use_seqscore",
-            "w_rel",
-            "w_sup",
-            "w_use",
-            "compat",
-        )
-        # use_chat_template joins only when set, so partial files of runs without it still resume.
-        chat = {"use_chat_template": True} if self.use_chat_template else {}
-        return {"mode": self.resolved_mode, **{k: getattr(self, k) for k in keep}, **chat}
+        return fingerprint(self)
 
 
 def gold_answers(item: dict[str, Any], task: str | None, compat: str) -> list[str]:
@@ -221,6 +164,7 @@ def run_short_form(config: ShortFormConfig, backend: GenerationBackend | None = 
     tokenizer = prompt_tokenizer(config.model_name, backend) if config.use_chat_template else None
     items, prompts, evidences, golds = prepare_items(config, tokenizer)
     run = ResumableRun(config.output_file, config.fingerprint(), len(items), config.batch_size, "short-form")
+    traces = TraceWriter(config.trace_dir) if config.trace_dir else None
     if run.todo:
         with open_backend(config, backend) as backend:
             vocab = ReflectionVocab.from_tokenizer(backend.tokenizer, source=config.model_name)
@@ -229,9 +173,15 @@ def run_short_form(config: ShortFormConfig, backend: GenerationBackend | None = 
                 outcomes = run_batch(
                     backend, vocab, [prompts[i] for i in batch], [evidences[i] for i in batch], settings
                 )
-                run.save([{"index": i, "prompt": prompts[i], **dataclasses.asdict(o)} for i, o in zip(batch, outcomes)])
+                if traces is not None:
+                    for i, o in zip(batch, outcomes):
+                        traces.write(i, short_trace(items[i]["question"], o, config.resolved_mode, config.threshold))
+                run.save([{"index": i, "prompt": prompts[i], **o.to_record()} for i, o in zip(batch, outcomes)])
 
     output = assemble_output(config, golds, run.records())
+    if traces is not None:
+        scored = [bool(m) for m in output["metric_results"]] if output["metric_results"] else [None] * len(items)
+        traces.write_index([item["question"] for item in items], scored)
     write_json_atomic(config.output_file, output)
     write_json_atomic(config.output_file + ".config.json", dataclasses.asdict(config))
     run.finish()

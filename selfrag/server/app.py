@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 try:
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException
 except ImportError as err:  # an optional extra
     raise ImportError("selfrag.server needs fastapi and uvicorn: pip install 'selfrag[server]'") from err
@@ -23,6 +23,7 @@ except ImportError as err:  # an optional extra
 from selfrag.server.config import ServerConfig, build_engine
 from selfrag.server.engine import Answer, SelfRagEngine
 from selfrag.server.protocol import Reply, RequestError, check_context, error_body, parse_request, sse
+from selfrag.views.trace import render_page
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,11 @@ def create_app(engine: SelfRagEngine, max_request_bytes: int = DEFAULT_MAX_REQUE
     @app.exception_handler(HTTPException)
     async def http_error(request, exc):
         return _error(exc.status_code, str(exc.detail), code=str(exc.status_code))
+
+    @app.get("/", response_class=HTMLResponse)
+    async def playground():
+        """A page to ask questions and see why each was answered so (the answer trace of selfrag/views)."""
+        return HTMLResponse(render_page(None, f"Self-RAG playground: {engine.model_id}", playground=True))
 
     @app.get("/health")
     async def health():
@@ -162,11 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`selfrag serve` / `python -m selfrag.server`: parse flags, load, serve until interrupted."""
     import uvicorn
 
-    from selfrag import server
     from selfrag.cli import parse_config, setup_logging
 
     setup_logging()
-    config = parse_config(ServerConfig, argv, description=server.__doc__.splitlines()[0])
+    description = "OpenAI-compatible server over Self-RAG (/v1/completions, /v1/chat/completions; a playground at /)."
+    config = parse_config(ServerConfig, argv, description=description)
     logger.info("config: %s", config)
     engine = build_engine(config)
     try:

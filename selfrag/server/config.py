@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
 
 from selfrag.backends import GenerationBackend, ModelConfig
 from selfrag.cli import flag
+from selfrag.decoding.config import DecodingConfig
 from selfrag.errors import ConfigError
-from selfrag.scoring import Weights
 from selfrag.server.engine import RequestOptions, Search, SelfRagEngine
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class ServerConfig(ModelConfig):
-    """Flags of `selfrag serve`: the model flags, a passage source, and run_short_form.py's decoding flags."""
+class ServerConfig(ModelConfig, DecodingConfig):
+    """Flags of `selfrag serve`: the model flags, a passage source, and the decoding flags of run_short_form.py and
+    run_long_form_static.py (`DecodingConfig`)."""
 
     host: str = flag("Address to listen on.", default="127.0.0.1")
     port: int = flag("Port to listen on.", default=8000)
@@ -29,25 +29,13 @@ class ServerConfig(ModelConfig):
     )
     index_dir: str | None = flag("Folder of a saved index (default: the shards' folder).", default=None)
     index_factory: str | None = flag("FAISS factory string of the index to build if none is saved.", default=None)
-    ndocs: int = flag("Passages retrieved and tried per question.", default=5)
-    mode: Literal["adaptive_retrieval", "no_retrieval", "always_retrieve"] = flag(
-        "Retrieval mode (a request may override it).", default="adaptive_retrieval"
-    )
-    threshold: float | None = flag(
-        "Retrieve when p(Ret)/(p(Ret)+p(NoRet)) > threshold; unset: when the model generates [Retrieval].", default=None
-    )
-    max_new_tokens: int = flag("Default max_tokens of a request (per segment in long form).", default=100)
-    use_groundness: bool = flag("Add the IsSup score.", default=False, metadata={"aliases": ["--use_grounding"]})
-    use_utility: bool = flag("Add the IsUse score.", default=False)
-    use_seqscore: bool = flag("Add exp(mean token log-prob).", default=False)
-    w_rel: float = flag("Weight of IsRel.", default=1.0)
-    w_sup: float = flag("Weight of IsSup.", default=1.0)
-    w_use: float = flag("Weight of IsUse.", default=0.5)
     long_form: bool = flag(
         "Answer with segment-level beam search and [k] citations (a request may override).", default=False
     )
-    beam_width: int = flag("Long form: paths kept at each depth.", default=2)
-    max_depth: int = flag("Long form: depth of the tree counting the root (at most max_depth-1 segments).", default=3)
+    # DecodingConfig's flags, with the server's own defaults for these (a request may override them)
+    ndocs: int = DecodingConfig.default("ndocs", 5)
+    max_new_tokens: int = DecodingConfig.default("max_new_tokens", 100)
+    max_depth: int = DecodingConfig.default("max_depth", 3)
     batch_size: int = flag("Requests answered together by one batched Self-RAG call.", default=16)
     batch_wait_ms: float = flag("How long the worker waits for more requests before running a batch.", default=5.0)
     use_chat_template: bool = flag(
@@ -61,35 +49,24 @@ class ServerConfig(ModelConfig):
     def __post_init__(self) -> None:
         if not self.model_name:
             raise ConfigError("--model_name is required")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"--threshold must lie in [0, 1] (a probability); got {self.threshold}")
-        for name in ("ndocs", "max_new_tokens", "batch_size", "max_batch_size", "beam_width"):
+        DecodingConfig.__post_init__(self)
+        for name in ("batch_size", "max_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1; got {getattr(self, name)}")
-        if self.max_depth < 2:
-            raise ConfigError(f"--max_depth counts the root, so it must be at least 2; got {self.max_depth}")
         if self.batch_wait_ms < 0:
             raise ConfigError(f"--batch_wait_ms must be >= 0; got {self.batch_wait_ms}")
         if self.max_request_bytes < 1024:
             raise ConfigError(f"--max_request_bytes must be at least 1024; got {self.max_request_bytes}")
 
     def defaults(self) -> RequestOptions:
-        weights = Weights(
-            w_rel=self.w_rel,
-            w_sup=self.w_sup,
-            w_use=self.w_use,
-            use_groundness=self.use_groundness,
-            use_utility=self.use_utility,
-            use_seqscore=self.use_seqscore,
-        )
         return RequestOptions(
             instruction="",
             max_tokens=self.max_new_tokens,
-            mode=self.mode,
+            mode=self.resolved_mode,
             ndocs=self.ndocs,
             threshold=self.threshold,
             long_form=self.long_form,
-            weights=weights,
+            weights=self.weights(),
             beam_width=self.beam_width,
             max_depth=self.max_depth,
         )

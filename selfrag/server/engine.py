@@ -20,16 +20,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from selfrag.backends import GenerationBackend
-from selfrag.backends.base import Generation, GenParams
-from selfrag.decoding.long_form import LongFormSettings, beam_search
-from selfrag.decoding.short_form import ShortFormSettings, run_batch
+from selfrag.backends.base import Generation
+from selfrag.decoding.long_form import BeamResult, LongFormSettings, beam_search, clean_segment
+from selfrag.decoding.short_form import ItemResult, ShortFormSettings, run_batch
 from selfrag.errors import ConfigError
-from selfrag.eval.long_form import assemble_answer, clean_segment
 from selfrag.grounding import grounded as is_grounded
 from selfrag.grounding import judgement, weakest
-from selfrag.prompts import chat_template_prompt, format_evidence, format_prompt, no_retrieval_prompt
+from selfrag.prompts import chat_template_prompt, format_prompt
 from selfrag.scoring import Weights
 from selfrag.tokens import ReflectionVocab
+from selfrag.views.trace import long_trace, short_trace
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class RequestOptions:
     beam_width: int = 2
     max_depth: int = 3
     ctxs: tuple[Mapping[str, Any], ...] | None = None
+    trace: bool = False  # add the answer trace (selfrag/views/trace.py) to the response's `selfrag` field
 
     def group(self) -> tuple:
         """Requests with the same key are decoded by one call."""
@@ -96,19 +97,6 @@ class Answer:
     prompt_tokens: int
     completion_tokens: int
     selfrag: dict[str, Any]
-
-
-class _Recorder(GenerationBackend):
-    """Forwards to the real backend and remembers each prompt's generation, so the chosen answer's tokens are known."""
-
-    def __init__(self, backend: GenerationBackend) -> None:
-        self.backend, self.tokenizer = backend, backend.tokenizer
-        self.seen: dict[str, Generation] = {}
-
-    def generate(self, prompts: Sequence[str], params: GenParams) -> list[Generation]:
-        gens = self.backend.generate(prompts, params)
-        self.seen.update(zip(prompts, gens))
-        return gens
 
 
 @dataclass
@@ -257,16 +245,15 @@ class SelfRagEngine:
         first = batch[0]
         self.batches.append(len(batch))
         passages = self._passages(batch)
-        recorder = _Recorder(self.backend)
         prompts = [format_prompt(o.instruction, tokenizer=self.chat_tokenizer) for o in batch]
         special = self.chat_tokenizer is None
         if first.long_form:
             settings = replace(first.long_settings(), add_special_tokens=special)
-            results = beam_search(recorder, self.vocab, prompts, passages, settings)
-            return [self._long_answer(p, docs, r, recorder, first) for p, docs, r in zip(prompts, passages, results)]
+            results = beam_search(self.backend, self.vocab, prompts, passages, settings)
+            return [self._long_answer(*args) for args in zip(prompts, passages, results, batch)]
         short = replace(first.short_settings(), add_special_tokens=special)
-        items = run_batch(recorder, self.vocab, prompts, passages, short)
-        return [self._short_answer(p, docs, r, recorder, first) for p, docs, r in zip(prompts, passages, items)]
+        items = run_batch(self.backend, self.vocab, prompts, passages, short)
+        return [self._short_answer(*args) for args in zip(prompts, passages, items, batch)]
 
     def _passages(self, batch: Sequence[RequestOptions]) -> list[list[dict[str, Any]]]:
         out: list[list[dict[str, Any]]] = [[dict(c) for c in o.ctxs[: o.ndocs]] if o.ctxs else [] for o in batch]
@@ -286,43 +273,40 @@ class SelfRagEngine:
         prompt_tokens = len(self.backend.tokenizer(prompt, add_special_tokens=special)["input_ids"])
         return ("length" if length else "stop"), prompt_tokens, sum(len(g.token_ids) for g in gens)
 
-    def _short_answer(self, prompt, docs, item, recorder: _Recorder, opts: RequestOptions) -> Answer:
+    def _short_answer(self, prompt: str, docs: list, item: ItemResult, opts: RequestOptions) -> Answer:
         candidates, citations = [], []
         grounded: bool | None = None  # no passage used: nothing to be grounded in
         if item.retrieve:
-            scores = [item.results[f"retrieval_{i}"]["score"] for i in range(len(docs))]
-            best = scores.index(max(scores))  # rerank's rule: the first passage wins ties
-            for i in range(len(docs)):
-                r = item.results[f"retrieval_{i}"]
+            for i, c in enumerate(item.candidates):
                 candidates.append(
                     {
                         "passage": i,
-                        "text": r["pred"],
-                        "critique": _critique(r["critique"]),
-                        "chosen": i == best,
-                        **judgement(r["pred"], r["critique"]["relevance"]),
+                        "text": c.text,
+                        "critique": _critique(c.scores.to_dict()),
+                        "chosen": i == item.chosen,
+                        **judgement(c.text, c.scores.relevance),
                     }
                 )
+            best = item.chosen
             judged = {key: candidates[best][key] for key in ("relevant", "support")}
             citations.append({"passage": best, "id": docs[best].get("id"), **judged})
             grounded = is_grounded(judged)
-            chosen = recorder.seen[prompt + format_evidence(docs[best])]
-        else:
-            chosen = recorder.seen[no_retrieval_prompt(prompt)]
+        chosen = item.chosen_generation
         finish, n_prompt, n_completion = self._usage(prompt, [chosen], opts.max_tokens)
         meta = _meta(opts, item.retrieve, item.retrieval_prob, docs if item.retrieve else [])
         meta.update(
             raw=chosen.text, candidates=candidates, citations=citations, no_retrieval=item.results.get("no_retrieval")
         )
         meta["grounded"] = grounded
+        if opts.trace:
+            meta["trace"] = short_trace(opts.instruction, item, opts.mode, opts.threshold)
         return Answer(item.pred, finish, n_prompt, n_completion, meta)
 
-    def _long_answer(self, prompt, docs, result, recorder: _Recorder, opts: RequestOptions) -> Answer:
-        text, cited = assemble_answer(result, "asqa")
+    def _long_answer(self, prompt: str, docs: list, result: BeamResult, opts: RequestOptions) -> Answer:
         index = {id(d): i for i, d in enumerate(docs)}
         segments, gens = [], []
         for node in result.path:
-            gens.append(recorder.seen[node.context + format_evidence(node.ctx)])
+            gens.append(node.generation)
             segments.append(
                 {
                     "text": clean_segment(node.segment),
@@ -334,9 +318,9 @@ class SelfRagEngine:
                 }
             )
         if not result.retrieve:
-            gens.append(recorder.seen[no_retrieval_prompt(prompt)])
+            gens.append(result.no_retrieval)
         citations = []
-        for k, doc in enumerate(cited, start=1):
+        for k, doc in enumerate(result.citations, start=1):
             i = next(i for i, d in enumerate(docs) if d == doc)
             judged = weakest(s for s in segments if s["passage"] == i)
             citations.append({"marker": f"[{k}]", "passage": i, "id": docs[i].get("id"), **judged})
@@ -349,7 +333,9 @@ class SelfRagEngine:
         )
         # every cited passage judged relevant and fully supporting its segments; None: no passage used
         meta["grounded"] = bool(citations) and all(map(is_grounded, citations)) if result.retrieve else None
-        return Answer(text, finish, n_prompt, n_completion, meta)
+        if opts.trace:
+            meta["trace"] = long_trace(opts.instruction, result)
+        return Answer(result.answer, finish, n_prompt, n_completion, meta)
 
 
 def _critique(scores: Mapping[str, float]) -> dict[str, float]:

@@ -64,6 +64,29 @@ def instruction_of(body: Mapping[str, Any], chat: bool) -> str:
     return content
 
 
+# The decoding options a request may set in its `selfrag` object (DecodingConfig's names, both IsSup spellings).
+SCORING_SWITCHES = {
+    "use_groundness": "use_groundness",
+    "use_grounding": "use_groundness",
+    "use_utility": "use_utility",
+    "use_seqscore": "use_seqscore",
+}
+OPTIONS = {
+    "mode",
+    "ndocs",
+    "threshold",
+    "long_form",
+    "ctxs",
+    "beam_width",
+    "max_depth",
+    "trace",
+    "w_rel",
+    "w_sup",
+    "w_use",
+    *SCORING_SWITCHES,
+}
+
+
 def parse_request(body: Any, chat: bool, engine: SelfRagEngine) -> tuple[RequestOptions, bool]:
     """Validate an OpenAI request body; return the options and whether to stream. Raises `RequestError`."""
     if not isinstance(body, dict):
@@ -84,7 +107,7 @@ def parse_request(body: Any, chat: bool, engine: SelfRagEngine) -> tuple[Request
     extra = body.get("selfrag") or {}
     if not isinstance(extra, dict):
         raise RequestError("'selfrag' must be an object", "selfrag", "invalid_type")
-    unknown = sorted(set(extra) - {"mode", "ndocs", "threshold", "long_form", "ctxs", "beam_width", "max_depth"})
+    unknown = sorted(set(extra) - OPTIONS)
     if unknown:
         raise RequestError(f"unknown 'selfrag' options {unknown}", f"selfrag.{unknown[0]}")
     if "mode" in extra:
@@ -100,10 +123,25 @@ def parse_request(body: Any, chat: bool, engine: SelfRagEngine) -> tuple[Request
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1):
             raise RequestError("'selfrag.threshold' must be a probability in [0, 1] or null", "selfrag.threshold")
         opts = replace(opts, threshold=None if t is None else float(t))
-    if "long_form" in extra:
-        if not isinstance(extra["long_form"], bool):
-            raise RequestError("'selfrag.long_form' must be true or false", "selfrag.long_form", "invalid_type")
-        opts = replace(opts, long_form=extra["long_form"])
+    for key in ("long_form", "trace"):
+        if key in extra:
+            if not isinstance(extra[key], bool):
+                raise RequestError(f"'selfrag.{key}' must be true or false", f"selfrag.{key}", "invalid_type")
+            opts = replace(opts, **{key: extra[key]})
+    weights = {}
+    for key in SCORING_SWITCHES:
+        if key in extra:
+            if not isinstance(extra[key], bool):
+                raise RequestError(f"'selfrag.{key}' must be true or false", f"selfrag.{key}", "invalid_type")
+            weights[SCORING_SWITCHES[key]] = extra[key]
+    for key in ("w_rel", "w_sup", "w_use"):
+        if key in extra:
+            w = extra[key]
+            if isinstance(w, bool) or not isinstance(w, (int, float)):
+                raise RequestError(f"'selfrag.{key}' must be a number", f"selfrag.{key}", "invalid_type")
+            weights[key] = float(w)
+    if weights:
+        opts = replace(opts, weights=replace(opts.weights, **weights))
     if "ctxs" in extra:
         ctxs = extra["ctxs"]
         if not isinstance(ctxs, list) or not ctxs:
