@@ -120,6 +120,7 @@ def test_short_form_trace_pages_show_the_trace(browser, tmp_path):
         assert trace["retrieve"] == output["retrieve"][k]
         assert (trace["retrieve_prob"] > 0.3) == trace["retrieve"]
         retrieved += trace["retrieve"]
+        assert not browser.find_element("id", "ask").is_displayed()  # a static page has no question box
         check_short(browser, trace)
         assert_quiet_and_offline(browser)
     assert 0 < retrieved < 15  # both kinds of page were seen

@@ -27,8 +27,9 @@
     card.append(el("div", { class: "said" }, extra.label + ": ", el("q", {}, extra.text)));
     card.append(judgements(item));
     card.append(el("div", { class: "score" }, `score ${item.score.toFixed(3)}` +
-      (item.parts ? ` = seq ${fmt(item.parts.seq)} + rel ${fmt(item.parts.relevance)} + sup ${fmt(item.parts.support)}` +
-        ` + use ${fmt(item.parts.utility)} (weighted)` : "") + (extra.kept === false ? " — pruned" : "")));
+      (item.parts ? ` from seq ${fmt(item.parts.seq)}, IsRel ${fmt(item.parts.relevance)}, ` +
+        `IsSup ${fmt(item.parts.support)}, IsUse ${fmt(item.parts.utility)} (before weights; 0 when switched off)` : "") +
+      (extra.kept === false ? " — pruned" : "")));
     return card;
   }
 
