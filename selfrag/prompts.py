@@ -41,7 +41,9 @@ TASK_INST = {
     ),
 }
 
-# Tasks whose answer is one of a closed set: scores of passages that lead to the same answer are summed.
+# Tasks whose answer is one of a closed set: scores of passages that lead to the same answer are summed. The runners
+# read this from the task registry (`selfrag.tasks`: the entries with `choices`); the set stays here, written out,
+# because the registry imports this module, and tests/test_tasks.py checks that the two agree.
 CLOSED_TASKS = frozenset({"fever", "arc_c"})
 
 ARC_LETTERS = ("A", "B", "C", "D")
@@ -122,12 +124,29 @@ def build_instruction(item: Mapping[str, Any], task: str | None, where: str = ""
     - `arc_c`: task instruction + `\\n\\n### Input:\\n` + question + `\\nA: ...\\nB: ...\\nC: ...\\nD: ...`
     - other tasks in `TASK_INST` (PubHealth runs as `fever`): task instruction + `\\n\\n## Input:\\n\\n` + question
     - no task (PopQA, TriviaQA): the question itself
+
+    The runners go through the task registry (`selfrag.tasks.short_form_instruction`), which gives the same
+    instruction for these tasks and also knows registered ones.
+    """
+    return task_instruction(item, TASK_INST.get(task), task == "arc_c", where)
+
+
+def task_instruction(
+    item: Mapping[str, Any], instruction: str | None, list_choices: bool = False, where: str = ""
+) -> str:
+    """The short-form `instruction` of an item for a task instruction (`build_instruction`'s forms, given the
+    instruction itself rather than a `TASK_INST` key).
+
+    - `list_choices` (ARC): instruction + `\\n\\n### Input:\\n` + question + `\\nA: ...\\nB: ...\\nC: ...\\nD: ...`
+      (the item's `choices`, by `arc_choices`)
+    - an instruction: instruction + `\\n\\n## Input:\\n\\n` + question
+    - none: the question itself
     """
     question = item["question"]
-    if task == "arc_c":
+    if instruction is None:
+        return question
+    if list_choices:
         letters = arc_choices(item, where)
         options = "".join(f"\n{letter}: {letters.get(letter, '')}" for letter in ARC_LETTERS)
-        return TASK_INST["arc_c"] + "\n\n### Input:\n" + question + options
-    if task in TASK_INST:
-        return TASK_INST[task] + "\n\n## Input:\n\n" + question
-    return question
+        return instruction + "\n\n### Input:\n" + question + options
+    return instruction + "\n\n## Input:\n\n" + question

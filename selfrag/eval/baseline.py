@@ -42,14 +42,16 @@ from selfrag.data import ResumableRun, clean, find_passages, load_items, where, 
 from selfrag.errors import ConfigError, DataFormatError
 from selfrag.eval.metrics import METRICS, metric_fn
 from selfrag.eval.short_form import gold_answers
-from selfrag.prompts import ARC_LETTERS, PROMPT_DICT, TASK_INST, arc_choices
+from selfrag.prompts import ARC_LETTERS, PROMPT_DICT, arc_choices
+from selfrag.tasks import default_metric, is_long_form, long_form_flags, task_for_flag
 
 logger = logging.getLogger(__name__)
 
 # Models the original sent to OpenAI (run_baseline_lm.py:96); `--backend auto` also routes other API names there.
 OPENAI_MODEL_PATTERN = re.compile(r"^(gpt-|text-davinci|davinci|babbage|o\d)")
 # Long-form tasks: evaluated by ALCE / FactScore, not against short gold strings, and never cut at a blank line.
-LONG_FORM_TASKS = frozenset({"asqa", "eli5", "factscore"})
+# The registry's (selfrag.tasks) built-in ones; the run looks a task up when it runs (`is_long_form`).
+LONG_FORM_TASKS = long_form_flags()
 PASSAGE_KEYS = ("ctxs", "top_contexts", "docs")  # docs: ALCE's ASQA files
 QUERY_KEYS = ("instruction", "question", "input")  # input: FactScore's prompts
 
@@ -262,8 +264,9 @@ def baseline_instruction(item: Mapping[str, Any], task: str | None, prefix: str 
     """The `instruction` of a baseline prompt (run_baseline_lm.py:140-152).
 
     The item's `instruction`, else `question`, else `input` (FactScore); `--instruction X` makes it
-    `X\\n\\n### Input:\\n<it>`; fever and arc_c then get `TASK_INST[task]\\n\\n### Input:\\n<it>`, and arc_c the
-    choices `\\nA: ...\\nB: ...\\nC: ...\\nD: ...` (not with `--compat original`, as the original at HEAD).
+    `X\\n\\n### Input:\\n<it>`; closed-set tasks (fever and arc_c; selfrag.tasks) then get
+    `TASK_INST[task]\\n\\n### Input:\\n<it>`, and arc_c the choices `\\nA: ...\\nB: ...\\nC: ...\\nD: ...` (not with
+    `--compat original`, as the original at HEAD).
     """
     key = next((k for k in QUERY_KEYS if isinstance(item.get(k), str)), None)
     if key is None:
@@ -271,9 +274,10 @@ def baseline_instruction(item: Mapping[str, Any], task: str | None, prefix: str 
     text = item[key]
     if prefix is not None:
         text = prefix + "\n\n### Input:\n" + text
-    if task in ("fever", "arc_c"):
-        text = TASK_INST[task] + "\n\n### Input:\n" + text
-    if task == "arc_c" and compat != "original":
+    spec = task_for_flag(task)
+    if spec is not None and spec.closed and spec.instruction is not None:
+        text = spec.instruction + "\n\n### Input:\n" + text
+    if spec is not None and spec.choices_in_prompt and compat != "original":
         letters = arc_choices(item, where=f"{where(item)}: ")
         text += "".join(f"\n{letter}: {letters.get(letter, '')}" for letter in ARC_LETTERS)
     return text
@@ -320,8 +324,9 @@ def baseline_golds(item: dict[str, Any], task: str | None, compat: str) -> list[
     over `answers` over `output`; `answer` (a string or list) is read last, except for long-form tasks, where it
     is ASQA's long reference answer. ARC keys are validated and digit keys mapped to letters as in the short form.
     """
-    if task == "arc_c":
-        return gold_answers(item, "arc_c", compat)
+    spec = task_for_flag(task)
+    if spec is not None and spec.gold == "answer_key":
+        return gold_answers(item, task, compat)
     if "answerKey" in item:
         return [str(item["answerKey"])]
     if "possible_answers" in item:
@@ -332,7 +337,7 @@ def baseline_golds(item: dict[str, Any], task: str | None, compat: str) -> list[
             except (ValueError, SyntaxError) as err:
                 raise DataFormatError(f"{where(item)}: 'possible_answers' is not a list literal: {err}") from err
     else:
-        keys = ("answers", "output") if task in LONG_FORM_TASKS else ("answers", "output", "answer")
+        keys = ("answers", "output") if is_long_form(task) else ("answers", "output", "answer")
         key = next((k for k in keys if k in item), None)
         if key is None:
             return None
@@ -389,7 +394,7 @@ def final_answer(raw: str, index: int, n_items: int, config: BaselineConfig) -> 
         if index < (n_items // config.batch_size) * config.batch_size:
             return pred
     else:
-        pred = postprocess_output(raw, config.local and config.task not in LONG_FORM_TASKS, "none")
+        pred = postprocess_output(raw, config.local and not is_long_form(config.task), "none")
     return postprocess_answers_closed(pred, config.task, config.choices, config.compat)
 
 
@@ -411,7 +416,8 @@ class PreparedItems:
 def prepare_items(config: BaselineConfig) -> PreparedItems:
     """Load and validate every item, build every prompt and resolve the metric, before any model is loaded."""
     items = load_items(config.input_file)[: config.limit]
-    if config.task == "arc_c":
+    spec = task_for_flag(config.task)
+    if spec is not None and spec.choices_in_prompt:
         for item in items:
             arc_choices(item, where=f"{where(item)}: ")
     instructions = [baseline_instruction(item, config.task, config.instruction, config.compat) for item in items]
@@ -424,7 +430,7 @@ def prepare_items(config: BaselineConfig) -> PreparedItems:
     metric = config.metric
     missing = [item for item, gold in zip(items, golds) if gold is None]
     if metric is None:
-        metric = "none" if len(missing) == len(items) else "match"
+        metric = "none" if len(missing) == len(items) else default_metric(config.task)
         if metric == "none":
             logger.info("the items have no gold answers (task %s): no metric is computed", config.task)
     if metric != "none" and missing:

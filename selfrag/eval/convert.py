@@ -160,10 +160,13 @@ CONVERSION_RULES: dict[str, tuple[Rule, ...]] = {
     "asqa": (rename_passages,),  # ALCE's `answer` is the long-form reference: it passes through
     "factscore": (rename_passages, passage_strings),
 }
+# The rules of a dataset without its own (a task registered with an input format, `selfrag.tasks.register`).
+DEFAULT_RULES: tuple[Rule, ...] = (rename_passages, passage_strings)
 
 
 def convert_item(item: Mapping[str, Any], dataset: str) -> dict[str, Any]:
-    """A copy of `item` in the expected form of `dataset`, by the rules in `CONVERSION_RULES[dataset]`.
+    """A copy of `item` in the expected form of `dataset`, by the rules in `CONVERSION_RULES[dataset]` (else
+    `DEFAULT_RULES`).
 
     The rules, in order (see each function):
       - `rename_passages`: `top_contexts` / `docs` -> `ctxs` (ASQA: `ctxs` / `top_contexts` -> `docs`).
@@ -187,7 +190,7 @@ def convert_item(item: Mapping[str, Any], dataset: str) -> dict[str, Any]:
     """
     fmt = dataset_format(dataset)
     out = dict(item)
-    for rule in CONVERSION_RULES[dataset]:
+    for rule in CONVERSION_RULES.get(dataset, DEFAULT_RULES):
         out = rule(out, fmt)
     return out
 

@@ -25,7 +25,8 @@ from selfrag.decoding.config import DecodingConfig
 from selfrag.decoding.long_form import BeamResult, LongFormSettings, PassageSource, beam_search
 from selfrag.errors import ConfigError, DataFormatError
 from selfrag.eval.short_form import prompt_tokenizer
-from selfrag.prompts import TASK_INST, format_prompt
+from selfrag.prompts import format_prompt
+from selfrag.tasks import Task, task_for_flag
 from selfrag.tokens import ReflectionVocab
 from selfrag.views.trace import TraceWriter, long_trace
 
@@ -65,9 +66,10 @@ class LongFormConfig(ModelConfig, DecodingConfig):
         for name in ("batch_size", "max_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1; got {getattr(self, name)}")
+        long_form_task(self.task)
 
     def settings(self) -> LongFormSettings:
-        return self.long_settings(cite=self.task != "factscore", add_special_tokens=not self.use_chat_template)
+        return self.long_settings(cite=long_form_task(self.task).cite, add_special_tokens=not self.use_chat_template)
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that shape per-item results; a resumed run must match them."""
@@ -77,10 +79,18 @@ class LongFormConfig(ModelConfig, DecodingConfig):
 # --------------------------------------------------------------------------------------------------------- driver
 
 
+def long_form_task(task: str) -> Task:
+    """The registered long-form task of `--task task` (selfrag.tasks); raises `ConfigError` for any other."""
+    spec = task_for_flag(task)
+    if spec is None or spec.form != "long":
+        raise ConfigError(f"--task {task!r} is not a long-form task of selfrag/tasks.py")
+    return spec
+
+
 def question_of(item: Mapping[str, Any], task: str) -> str:
-    """The item's question: `input` for FactScore (its whole prompt, e.g. "Question: Tell me a bio of X."), else
-    `question`."""
-    return require_field(item, "input" if task == "factscore" else "question")
+    """The item's question, from its task's query field: `input` for FactScore (its whole prompt, e.g. "Question:
+    Tell me a bio of X."), else `question`."""
+    return require_field(item, long_form_task(task).query_field)
 
 
 def prepare_items(
@@ -96,15 +106,17 @@ def prepare_items(
     template_tokenizer = tokenizer if config.use_chat_template else None
     items = load_items(config.input_file)[: config.limit]
     needs = config.resolved_mode != "no_retrieval" and not live
+    task = long_form_task(config.task)
+    # ALCE's files hold the passages in `docs`; a task without an instruction (FactScore) is prompted with its input.
+    passage_keys = ("docs", *CTX_KEYS) if task.scorer == "alce" else CTX_KEYS
     prompts, ctxs = [], []
     for item in items:
         question = question_of(item, config.task)
-        if config.task == "factscore":
+        if task.instruction is None:
             instruction = question
-            docs = get_ctxs(item) if needs else []
         else:
-            instruction = TASK_INST[config.task] + "## Input:\n\n" + question
-            docs = get_ctxs(item, ("docs", *CTX_KEYS)) if needs else []
+            instruction = task.instruction + "## Input:\n\n" + question
+        docs = get_ctxs(item, passage_keys) if needs else []
         if needs and not docs:
             raise DataFormatError(f"{where(item)}: no passages; retrieval needs at least one")
         prompts.append(format_prompt(instruction, tokenizer=template_tokenizer))
@@ -180,7 +192,7 @@ def run_long_form(
     outputs = [_output_item(config.task, clean(item), record) for item, record in zip(items, records)]
     if traces is not None:
         traces.write_index([question_of(item, config.task) for item in items], [None] * len(items))
-    if config.task == "factscore":
+    if long_form_task(config.task).scorer == "factscore":  # FactScore's input: JSON Lines
         tmp = Path(config.output_file + ".tmp")
         tmp.write_text("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in outputs), encoding="utf-8")
         tmp.replace(config.output_file)
@@ -214,7 +226,7 @@ def _record(index: int, result: BeamResult, config: LongFormConfig) -> dict[str,
 
 def _output_item(task: str, item: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
     trace = {k: record[k] for k in ("retrieve", "retrieval_prob", "best_path", "prediction_tree")}
-    if task == "factscore":
+    if long_form_task(task).scorer == "factscore":
         base = {k: item.get(k) for k in ("input", "topic", "cat")}
         return {**base, "output": record["output"], "intermediate": record["intermediate"], **trace}
     out = {**item, "output": record["output"], "intermediate": record["intermediate"], **trace}

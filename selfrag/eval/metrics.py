@@ -4,8 +4,8 @@
   what the paper reports as "accuracy" for PopQA, TriviaQA, PubHealth and ARC (original metrics.py:83-87). It
   is lenient: for ARC a gold "C" matches any capital C in the output.
 - `exact_match` / `f1`: SQuAD-style, after `normalize_answer`, maxed over the golds.
-- `accuracy`: parses the answer: the option letter for `arc_c`, true/false for `fever` (PubHealth); for open
-  tasks it is `exact_match`.
+- `accuracy`: parses the answer as the task's entry in `selfrag.tasks` says: the option letter for `arc_c`,
+  true/false for `fever` (PubHealth); for open tasks it is `exact_match`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import re
 import string
 from collections import Counter
 from collections.abc import Callable, Sequence
+
+from selfrag.tasks import task_for_flag
 
 METRICS = ("match", "accuracy", "exact_match", "f1")
 _PUNCTUATION = frozenset(string.punctuation)
@@ -90,13 +92,21 @@ def parse_true_false(prediction: str) -> str | None:
     return {"supports": "true", "refutes": "false"}.get(word, word)
 
 
+# `accuracy`'s parser of each `answer_parser` a task may name (selfrag.tasks), with how the golds are written.
+ANSWER_PARSERS: dict[str, tuple[Callable[[str], str | None], Callable[[str], str]]] = {
+    "choice": (parse_choice, str.upper),
+    "true_false": (parse_true_false, str.lower),
+}
+
+
 def accuracy(prediction: str, golds: Sequence[str], task: str | None) -> float:
-    """Strict accuracy: parsed option letter (`arc_c`), parsed true/false (`fever`), else exact match."""
-    if task == "arc_c":
-        return float(parse_choice(prediction) in {g.strip().upper() for g in golds})
-    if task == "fever":
-        return float(parse_true_false(prediction) in {g.strip().lower() for g in golds})
-    return exact_match(prediction, golds)
+    """Strict accuracy: the answer as the task's `answer_parser` reads it (selfrag.tasks): the option letter
+    (`arc_c`), true/false (`fever`); else exact match."""
+    spec = task_for_flag(task)
+    if spec is None or spec.answer_parser is None:
+        return exact_match(prediction, golds)
+    parse, normalize = ANSWER_PARSERS[spec.answer_parser]
+    return float(parse(prediction) in {normalize(g.strip()) for g in golds})
 
 
 def metric_fn(name: str, task: str | None) -> Callable[[str, Sequence[str]], float]:

@@ -54,20 +54,22 @@ from pathlib import Path
 from typing import Any
 
 from selfrag.errors import ConfigError, DataFormatError
+from selfrag.tasks import SCORER_SCRIPTS, TASKS
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = ("PopQA", "TQA", "Pub", "ARC")  # short form
-LONG_COLUMNS = ("Bio", "ASQA em", "ASQA rg", "ASQA mau", "ASQA pre", "ASQA rec")  # printed when any is filled
-TASK_NAMES = {
-    "popqa": "PopQA",
-    "tqa": "TQA",
-    "triviaqa": "TQA",
-    "pub": "Pub",
-    "pubhealth": "Pub",
-    "arc": "ARC",
-    "arc_c": "ARC",
-}
+# The columns and the names that place a file in them come from the task registry (selfrag.tasks: each task's
+# `column`, `column_metrics`, `file_tags`, `input_file_pattern`, `scorer` and `paper_mode`), in its order.
+_TABLE_TASKS = tuple(task for task in TASKS.values() if task.column is not None)
+_SHORT = tuple(task for task in _TABLE_TASKS if task.form == "short")
+_LONG = tuple(task for task in _TABLE_TASKS if task.form == "long")
+COLUMNS = tuple(task.column for task in _SHORT)  # short form: PopQA, TQA, Pub, ARC
+# Bio, ASQA em / rg / mau / pre / rec; printed when any is filled
+LONG_COLUMNS = tuple(column for task in _LONG for column, _ in task.column_metrics)
+# A result file's TASK (SYSTEM__TASK.json) -> its short-form column: popqa, tqa / triviaqa, pub / pubhealth, ...
+TASK_NAMES = {tag: task.column for task in _SHORT for tag in task.file_tags}
+# Column of a run with --task, from the flag (fever -> Pub, arc_c -> ARC).
+FLAG_COLUMNS = {task.task_flag: task.column for task in _SHORT if task.task_flag is not None}
 GROUPS = (
     ("no_retrieval", "Baselines without retrieval"),
     ("retrieval", "Baselines with retrieval"),
@@ -83,28 +85,17 @@ MODEL_NAMES = (
     (re.compile(r"^gpt-4.*$"), "GPT-4"),
 )
 # Column of a run without --task, from its input file's name (the original eval files' names, §11).
-INPUT_FILE_COLUMNS = (
-    (re.compile(r"popqa"), "PopQA"),
-    (re.compile(r"triviaqa|(?<![a-z])tqa(?![a-z])"), "TQA"),
-    (re.compile(r"health"), "Pub"),
-    (re.compile(r"(?<![a-z])arc(?![a-z])"), "ARC"),
+INPUT_FILE_COLUMNS = tuple(
+    (re.compile(task.input_file_pattern), task.column) for task in _SHORT if task.input_file_pattern is not None
 )
 # Long-form tasks: the columns each fills, from which metric of a summary's `metrics` (fractions).
-LONG_TASK_NAMES = {"asqa": "ASQA", "bio": "Bio", "factscore": "Bio"}
-LONG_TASK_METRICS = {
-    "ASQA": (
-        ("ASQA em", "str_em"),
-        ("ASQA rg", "rougeLsum"),
-        ("ASQA mau", "mauve"),
-        ("ASQA pre", "citation_prec"),
-        ("ASQA rec", "citation_rec"),
-    ),
-    "Bio": (("Bio", "factscore"),),
-}
-LONG_TASK_RUNNERS = {"alce": "ASQA", "factscore": "Bio"}  # a summary's `runner` -> its task
-LONG_TASK_SCORERS = {"ASQA": "scripts/eval_alce.py", "Bio": "scripts/eval_factscore.py"}
-# Self-RAG's mode in the paper, per task (App. B.2): adaptive retrieval, except ASQA, which always retrieves.
-PAPER_MODES = {"ASQA": "always_retrieve"}
+LONG_TASK_NAMES = {tag: task.column for task in _LONG for tag in task.file_tags}  # asqa -> ASQA, bio / factscore -> Bio
+LONG_TASK_METRICS = {task.column: task.column_metrics for task in _LONG}
+LONG_TASK_RUNNERS = {task.scorer: task.column for task in _LONG}  # a summary's `runner` -> its task
+LONG_TASK_SCORERS = {task.column: SCORER_SCRIPTS[task.scorer] for task in _LONG}  # type: ignore[index]
+LONG_TASK_FLAGS = tuple(task.task_flag for task in _LONG)  # --task of the generations the scorers read
+# Self-RAG's mode in the paper, per column (App. B.2): adaptive retrieval, except ASQA, which always retrieves.
+PAPER_MODES = {task.column: task.paper_mode for task in _TABLE_TASKS}
 ADAPTIVE_MODES = (None, "default", "adaptive_retrieval")
 NAMED_FILE = re.compile(r"^(?P<system>.+)__(?P<task>[A-Za-z_]+)$")
 NO_VALUE = "–"
@@ -136,12 +127,8 @@ def model_label(model_name: str) -> str:
 
 def _column_from_config(config: dict[str, Any]) -> str | None:
     task = config.get("task")
-    if task == "fever":
-        return "Pub"
-    if task == "arc_c":
-        return "ARC"
     if task:
-        return None
+        return FLAG_COLUMNS.get(task) if isinstance(task, str) else None
     name = Path(str(config.get("input_file", ""))).name.lower()
     for pattern, column in INPUT_FILE_COLUMNS:
         if pattern.search(name):
@@ -252,7 +239,7 @@ def _load_long_form(
 ) -> list[ResultEntry]:
     """The ASQA / Bio cells of an eval_alce.py / eval_factscore.py summary (or of the scorers' own files)."""
     config_task = config.get("task")
-    if system is None and config_task not in (None, "asqa", "factscore"):
+    if system is None and config_task is not None and config_task not in LONG_TASK_FLAGS:
         logger.warning(
             "%s: a %s summary of task %r, which is not a column of Table 2 (ASQA, Bio); skipped",
             path,
@@ -290,7 +277,7 @@ def _load_long_form(
         )
         return []
     else:
-        system, group = _row_from_config(config, generator == "self-rag", PAPER_MODES.get(task, "adaptive_retrieval"))
+        system, group = _row_from_config(config, generator == "self-rag", PAPER_MODES[task])
     return [ResultEntry(str(path), system, group, column, float(value)) for column, value in values]
 
 
@@ -334,7 +321,7 @@ def _load_short_form(
                 ", ".join(COLUMNS),
             )
             return None
-        system, group = _row_from_config(config, is_selfrag, "adaptive_retrieval")
+        system, group = _row_from_config(config, is_selfrag, PAPER_MODES[column])
     else:
         logger.warning(
             "%s: no 'config' to name its row and column; name the file SYSTEM__TASK.json "

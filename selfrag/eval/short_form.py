@@ -22,7 +22,8 @@ from selfrag.decoding.config import DecodingConfig
 from selfrag.decoding.short_form import ShortFormSettings, run_batch
 from selfrag.errors import BackendError, ConfigError, DataFormatError
 from selfrag.eval.metrics import METRICS, metric_fn
-from selfrag.prompts import CLOSED_TASKS, arc_choices, build_instruction, format_prompt
+from selfrag.prompts import arc_choices, format_prompt
+from selfrag.tasks import default_metric, is_closed, short_form_instruction, task_for_flag
 from selfrag.tokens import ReflectionVocab
 from selfrag.views.trace import TraceWriter, short_trace
 
@@ -42,12 +43,16 @@ class ShortFormConfig(ModelConfig, DecodingConfig):
     # Data
     input_file: str = flag("json / jsonl eval file with question, answers and ctxs.", default="")
     output_file: str = run_only("Result JSON; <output_file>.partial.jsonl holds progress for resuming.", default="")
-    task: str | None = flag("arc_c, fever (PubHealth) or none (PopQA, TriviaQA).", default=None)
+    task: str | None = flag(
+        "arc_c, fever (PubHealth) or none (PopQA, TriviaQA); the tasks of selfrag/tasks.py.", default=None
+    )
     limit: int | None = flag("Only the first N items.", default=None)
     batch_size: int = run_only("Questions per backend call (x ndocs sequences when retrieving).", default=32)
     # Evaluation
     metric: Literal["match", "accuracy", "exact_match", "f1", "none"] | None = run_only(
-        "Per-item metric reported as metric_results (default match, the paper's).", default=None
+        "Per-item metric reported as metric_results (default: the task's, selfrag/tasks.py: match, the paper's, "
+        "for PopQA, TriviaQA, PubHealth and ARC).",
+        default=None,
     )
     seed: int = run_only("Random seed (the original's 633).", default=633)
     use_chat_template: bool = flag(
@@ -72,10 +77,10 @@ class ShortFormConfig(ModelConfig, DecodingConfig):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1; got {getattr(self, name)}")
         if self.metric is None:
-            self.metric = "match"
+            self.metric = default_metric(self.task)  # type: ignore[assignment]
 
     def settings(self) -> ShortFormSettings:
-        return self.short_settings(closed=self.task in CLOSED_TASKS, add_special_tokens=not self.use_chat_template)
+        return self.short_settings(closed=is_closed(self.task), add_special_tokens=not self.use_chat_template)
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that shape per-item results; a resumed run must match them."""
@@ -83,8 +88,10 @@ class ShortFormConfig(ModelConfig, DecodingConfig):
 
 
 def gold_answers(item: dict[str, Any], task: str | None, compat: str) -> list[str]:
-    """Gold answers: `answers` (or `answer`); for arc_c `[answerKey]`, with digit keys mapped to letters by default."""
-    if task == "arc_c":
+    """Gold answers: `answers` (or `answer`); for a task whose file stores an `answerKey` (arc_c) `[answerKey]`, with
+    digit keys mapped to letters by default."""
+    spec = task_for_flag(task)
+    if spec is not None and spec.gold == "answer_key":
         key = str(require_field(item, "answerKey", (str, int)))
         letter = "ABCD"[int(key) - 1] if key in {"1", "2", "3", "4"} else key
         if letter not in arc_choices(item, where=f"{where(item)}: "):
@@ -121,9 +128,7 @@ def prepare_items(
     short = 0
     for item in items:
         require_field(item, "question")
-        if config.task == "arc_c":
-            arc_choices(item, where=f"{where(item)}: ")
-        instruction = build_instruction(item, config.task, where=f"{where(item)}: ")
+        instruction = short_form_instruction(item, config.task, where=f"{where(item)}: ")
         prompts.append(format_prompt(instruction, tokenizer=template_tokenizer))
         ctxs = get_ctxs(item)[: config.ndocs] if needs_ctxs else []
         if needs_ctxs and not ctxs:
