@@ -39,6 +39,60 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+MIN_SHARED_PREFIX = 16  # tokens: a shorter common prefix is not worth a pass of its own
+
+
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    return next((k for k in range(n) if a[k] != b[k]), n)
+
+
+def shared_prefix_groups(encoded: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Indices of `encoded` grouped into runs of consecutive prompts sharing at least `MIN_SHARED_PREFIX` tokens."""
+    groups: list[list[int]] = []
+    shared = 0
+    for i, ids in enumerate(encoded):
+        if groups:
+            common = min(shared, _common_length(encoded[groups[-1][0]], ids))
+            if common >= MIN_SHARED_PREFIX:
+                groups[-1].append(i)
+                shared = common
+                continue
+        groups.append([i])
+        shared = len(ids)
+    return groups
+
+
+def _shared_length(group: Sequence[Sequence[int]]) -> int:
+    """Tokens the members of `group` run together: their common prefix, leaving each at least one token of its own."""
+    common = min(len(ids) for ids in group) - 1
+    for ids in group[1:]:
+        common = min(common, _common_length(group[0], ids))
+    return common
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention[row, width - len(ids) :] = 1
+    return input_ids.to(device), attention.to(device)
+
+
+def _chunks(groups: list[list[int]], size: int) -> list[list[list[int]]]:
+    """Groups packed in order into chunks of at most `size` prompts (a larger group is split)."""
+    chunks: list[list[list[int]]] = [[]]
+    for group in groups:
+        for start in range(0, len(group), size):
+            piece = group[start : start + size]
+            if sum(map(len, chunks[-1])) + len(piece) > size:
+                chunks.append([])
+            chunks[-1].append(piece)
+    return [chunk for chunk in chunks if chunk]
+
+
 class HFBackend(GenerationBackend):
     """Greedy (or sampled) decoding with `transformers` models.
 
@@ -46,12 +100,16 @@ class HFBackend(GenerationBackend):
         model: a causal LM.
         tokenizer: its tokenizer; padding is done on the left here.
         max_batch_size: sequences per forward pass; larger inputs are split internally.
+        prefix_reuse: prompts that follow each other and share a prefix of at least `MIN_SHARED_PREFIX` tokens
+            (a question's prompt with each of its passages; a beam node's context with each passage) run the
+            prefix once, and its KV cache is copied to each (`shared_prefix_groups`).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 16) -> None:
+    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 16, prefix_reuse: bool = True) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        self.prefix_reuse = prefix_reuse
         self.device = next(model.parameters()).device
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
@@ -62,7 +120,12 @@ class HFBackend(GenerationBackend):
 
     @classmethod
     def from_pretrained(
-        cls, model_name_or_path: str, dtype: str = "auto", device: str | None = None, max_batch_size: int = 16
+        cls,
+        model_name_or_path: str,
+        dtype: str = "auto",
+        device: str | None = None,
+        max_batch_size: int = 16,
+        prefix_reuse: bool = True,
     ) -> HFBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -72,7 +135,7 @@ class HFBackend(GenerationBackend):
             model = AutoModelForCausalLM.from_pretrained(model_name_or_path, dtype=resolve_dtype(dtype, device))
         except OSError as err:
             raise BackendError(f"cannot load model {model_name_or_path!r} with transformers: {err}") from err
-        return cls(model.to(device), tokenizer, max_batch_size=max_batch_size)
+        return cls(model.to(device), tokenizer, max_batch_size=max_batch_size, prefix_reuse=prefix_reuse)
 
     @property
     def context_length(self) -> int | None:
@@ -87,34 +150,63 @@ class HFBackend(GenerationBackend):
     def generate(self, prompts: Sequence[str], params: GenParams) -> list[Generation]:
         special = params.add_special_tokens
         encoded = [self.tokenizer(p, add_special_tokens=special)["input_ids"] for p in prompts]
+        groups = shared_prefix_groups(encoded) if self.prefix_reuse else [[i] for i in range(len(encoded))]
         # Sort by length so each forward pass pads little; results go back in the callers' order.
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        groups.sort(key=lambda g: max(len(encoded[i]) for i in g))
         results: list[Generation | None] = [None] * len(encoded)
         generator = torch.Generator(device=self.device).manual_seed(params.seed)
-        for start in range(0, len(order), self.max_batch_size):
-            chunk = order[start : start + self.max_batch_size]
-            for i, gen in zip(chunk, self._generate_batch([encoded[i] for i in chunk], params, generator)):
+        for chunk in _chunks(groups, self.max_batch_size):
+            members = [i for group in chunk for i in group]
+            for i, gen in zip(members, self._generate_batch([encoded[i] for i in members], params, generator)):
                 results[i] = gen
         return results  # type: ignore[return-value]
+
+    def _forward(self, rows: list[list[int]]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Prefill left-padded `rows`; (model output with its KV cache, attention mask, next positions)."""
+        input_ids, attention = _left_pad(rows, self.pad_id, self.device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1
+        )
+        return out, attention, positions[:, -1:] + 1
+
+    def _prefill(self, rows: list[list[int]]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Prefill `rows`; consecutive rows sharing a prefix run it once (its KV cache is copied to each), then only
+        their own suffixes. Without a prefix worth sharing (or with `prefix_reuse` off), one plain padded pass."""
+        if not self.prefix_reuse:
+            return self._forward(rows)
+        groups = [[rows[i] for i in group] for group in shared_prefix_groups(rows)]
+        shared = [_shared_length(group) for group in groups]
+        worth = any(len(g) > 1 and n >= MIN_SHARED_PREFIX for g, n in zip(groups, shared))
+        if not worth or min(shared) < 1:
+            return self._forward(rows)
+        out, prefix_attention, _ = self._forward([group[0][:n] for group, n in zip(groups, shared)])
+        owner = torch.tensor([k for k, group in enumerate(groups) for _ in group], device=self.device)
+        cache = out.past_key_values
+        cache.batch_select_indices(owner)
+        suffix_ids, suffix_attention = _left_pad(
+            [ids[n:] for group, n in zip(groups, shared) for ids in group], self.pad_id, self.device
+        )
+        offsets = torch.tensor([n for group, n in zip(groups, shared) for _ in group], device=self.device)
+        positions = (suffix_attention.cumsum(-1) - 1).clamp(min=0) + offsets[:, None]
+        attention = torch.cat([prefix_attention[owner], suffix_attention], dim=1)
+        out = self.model(
+            input_ids=suffix_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out, attention, positions[:, -1:] + 1
 
     @torch.inference_mode()
     def _generate_batch(
         self, prompt_ids: list[list[int]], params: GenParams, generator: torch.Generator
     ) -> list[Generation]:
-        batch, width = len(prompt_ids), max(len(ids) for ids in prompt_ids)
-        input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((batch, width), dtype=torch.long)
-        for row, ids in enumerate(prompt_ids):  # left padding
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
-        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        batch = len(prompt_ids)
         watch = torch.tensor(params.watch_token_ids, dtype=torch.long, device=self.device)
-
-        out = self.model(
-            input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1
-        )
-        next_pos = positions[:, -1:] + 1
+        out, attention, next_pos = self._prefill(prompt_ids)
         tokens: list[list[int]] = [[] for _ in range(batch)]
         steps: list[list[dict[int, float]]] = [[] for _ in range(batch)]
         cumulative = [0.0] * batch

@@ -85,7 +85,9 @@ class VllmBackend(GenerationBackend):
         """Build a `vllm.LLM` for a model path or hub id.
 
         `dtype` (`auto`, `half`, `float16`, `bfloat16`, `float32`, ...) goes to vllm unchanged; extra keyword
-        arguments (`enforce_eager`, `gpu_memory_utilization`, ...) go to `vllm.LLM`.
+        arguments (`enforce_eager`, `gpu_memory_utilization`, ...) go to `vllm.LLM`. Prefix caching is on (vllm's
+        default for generative models, made explicit): a question's prompt is computed once for all its passages,
+        a beam node's context once for all its children. `enable_prefix_caching=False` turns it off.
         """
         _require_vllm()
         try:
@@ -110,7 +112,7 @@ class VllmBackend(GenerationBackend):
                 max_model_len=max_model_len,
                 max_logprobs=max_logprobs,
                 seed=seed,
-                **llm_kwargs,
+                **{"enable_prefix_caching": True, **llm_kwargs},
             )
         except Exception as err:  # vllm raises many types (OSError, ValueError, RuntimeError, pydantic errors)
             raise BackendError(f"vllm cannot load model {model_name_or_path!r}: {type(err).__name__}: {err}") from err
