@@ -16,8 +16,9 @@ ARC-Challenge, biographies / FactScore, ASQA) and ELI5 last. The modules that re
 **Adding a task** is one entry plus its test: `register(Task(...))` (or an entry in `_BUILTIN` below), and a test
 in tests/test_tasks.py. A short-form task with an instruction and closed-set `choices` then runs under
 `run_short_form.py --task <task_flag>` with that instruction in its prompts and its candidates' scores summed per
-answer. Constants derived from the registry at import (`CLOSED_TASKS` in `selfrag.prompts`, `TASK_FORMATS`,
-`LONG_FORM_TASKS`, the results table's names) list the built-in entries; the runners, metrics and eval-data checks
+answer. Constants derived from the registry at import (`TASK_FORMATS`, `LONG_FORM_TASKS`, the results table's
+names) list the built-in entries (`selfrag.prompts.CLOSED_TASKS` is written out, since this module imports prompts;
+tests/test_tasks.py checks it equals `closed_flags()`); the runners, metrics and eval-data checks
 look tasks up when they run, so they also see a task registered later.
 
 The `TASK_INST` strings stay in `selfrag.prompts` (model-interface strings, byte for byte the original's); an entry
