@@ -2,10 +2,10 @@
 
 The workload of issue #18: ASQA-style items (the ASQA instruction, a question and 5 passages each, from the PopQA
 sample, cycled to `--items`), beam width 2, depth 3, 40 tokens a segment, IsSup and IsUse scoring, the HF backend on
-one thread, model loading excluded, CPU time. Every batch size must give the same answers as `--batch_size 1`. The
-batched run is also timed with prefix reuse off (`HFBackend(prefix_reuse=False)`: each passage prompt prefilled in
-full), and its ceiling is measured: the CPU time spent inside the model's forward passes of the batched run, i.e.
-the same passes with no Python around them.
+one thread, model loading excluded, CPU time; always retrieving (`--mode default`: the script's adaptive retrieval).
+Every batch size must give the same answers as `--batch_size 1`. The batched run is also timed with prefix reuse
+off (`HFBackend(prefix_reuse=False)`: each passage prompt prefilled in full), and its ceiling is measured: the CPU
+time spent inside the model's forward passes of the batched run, i.e. the same passes with no Python around them.
 
     python bench/long_form_throughput.py                        # random Llama-2-shaped small model
     python bench/long_form_throughput.py --model_name PATH      # any Self-RAG checkpoint
@@ -53,7 +53,7 @@ def run(backend, model_name: str, input_file: str, out: Path, batch_size: int, a
         input_file=input_file,
         output_file=str(out),
         task="asqa",
-        mode="always_retrieve",
+        mode=args.mode,
         ndocs=args.ndocs,
         beam_width=args.beam_width,
         max_depth=args.max_depth,
@@ -79,6 +79,13 @@ def main() -> None:
     parser.add_argument("--beam_width", type=int, default=2)
     parser.add_argument("--max_depth", type=int, default=3)
     parser.add_argument("--max_batch_size", type=int, default=64, help="the HF backend's sequences per forward pass")
+    parser.add_argument(
+        "--mode",
+        default="always_retrieve",
+        choices=["always_retrieve", "default"],
+        help="default: the script's adaptive retrieval (a first pass decides per question; with a random model about "
+        "half retrieve)",
+    )
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "long_form_throughput.json"))
     args = parser.parse_args()
@@ -117,11 +124,12 @@ def main() -> None:
 
     single = rows[1]
     print(
-        f"\nmodel: {model_desc}; {len(items)} items x {args.ndocs} passages, beam {args.beam_width}, max_depth "
-        f"{args.max_depth}, {args.max_new_tokens} tokens/segment, 1 thread, CPU seconds (model loading excluded)"
+        f"\nmodel: {model_desc}; mode {args.mode}; {len(items)} items x {args.ndocs} passages, beam "
+        f"{args.beam_width}, max_depth {args.max_depth}, {args.max_new_tokens} tokens/segment, 1 thread, CPU seconds "
+        "(model loading excluded)"
     )
-    print(f"| {'run':<44} | {'CPU s':>7} | {'vs --batch_size 1':>17} | {'same answers':>12} |")
-    print(f"|{'-' * 46}|{'-' * 9}|{'-' * 19}|{'-' * 14}|")
+    print(f"| {'run':<48} | {'CPU s':>7} | {'vs --batch_size 1':>17} | {'same answers':>12} |")
+    print(f"|{'-' * 50}|{'-' * 9}|{'-' * 19}|{'-' * 14}|")
     table = []
     for batch_size, seconds in rows.items():
         same = answers[batch_size] == answers[1]
@@ -145,11 +153,12 @@ def main() -> None:
     )
     for row in table:
         print(
-            f"| {row['run']:<44} | {row['cpu_seconds']:>7.2f} | {row['speedup']:>16.1f}x "
+            f"| {row['run']:<48} | {row['cpu_seconds']:>7.2f} | {row['speedup']:>16.1f}x "
             f"| {str(row['same_answers']):>12} |"
         )
     result = {
         "model": model_desc,
+        "mode": args.mode,
         "items": len(items),
         "ndocs": args.ndocs,
         "beam_width": args.beam_width,

@@ -45,7 +45,10 @@ class LongFormConfig(ModelConfig, DecodingConfig):
     output_file: str = run_only("Result file; <output_file>.partial.jsonl holds progress for resuming.", default="")
     task: Literal["asqa", "eli5", "factscore"] = flag("Long-form task.", default="asqa")
     limit: int | None = flag("Only the first N items.", default=None)
-    batch_size: int = run_only("Questions searched together (one backend call per depth level).", default=8)
+    batch_size: int = run_only(
+        "Questions searched together (one backend call per depth level); 32: bench/long_form_throughput.py.",
+        default=32,
+    )
     seed: int = run_only("Unused: decoding is greedy (original flag).", default=633)
     device: str = run_only("Unused (original flag).", default="cuda")
     use_chat_template: bool = flag(
