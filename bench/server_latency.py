@@ -31,7 +31,7 @@ import uvicorn
 
 from selfrag.backends.hf import HFBackend
 from selfrag.data import get_ctxs, load_items
-from selfrag.scoring import Weights
+from selfrag.decoding.config import DecodingConfig
 from selfrag.server import RequestOptions, SelfRagEngine, ServerConfig, build_search, create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,10 +128,15 @@ def main() -> None:
     except ImportError:
         pass
 
-    weights = Weights(use_groundness=True, use_utility=True, use_seqscore=True)
-    defaults = RequestOptions(
-        instruction="", max_tokens=args.max_new_tokens, ndocs=args.ndocs, threshold=args.threshold, weights=weights
+    decoding = DecodingConfig(
+        max_new_tokens=args.max_new_tokens,
+        ndocs=args.ndocs,
+        threshold=args.threshold,
+        use_groundness=True,
+        use_utility=True,
+        use_seqscore=True,
     )
+    defaults = RequestOptions(instruction="", decoding=decoding)
     engine = SelfRagEngine(backend, MODEL_ID, search, defaults, args.batch_size, args.batch_wait_ms)
     server, thread, port = serve(create_app(engine))
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=600)

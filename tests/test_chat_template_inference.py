@@ -15,6 +15,7 @@ from test_training_chat_template import word_tokenizer
 
 from selfrag.backends.base import GenParams
 from selfrag.backends.hf import HFBackend
+from selfrag.decoding.config import DecodingConfig
 from selfrag.decoding.long_form import beam_search
 from selfrag.decoding.short_form import ShortFormSettings, run_batch
 from selfrag.errors import BackendError, ConfigError
@@ -307,7 +308,9 @@ def test_flag_off_is_unchanged(tiny_model_dir, hf_backend, tmp_path, monkeypatch
 
 
 def test_server_engine_with_a_chat_template(chat_backend, monkeypatch):
-    options = RequestOptions(instruction="Who wrote Hamlet?", max_tokens=4, mode="no_retrieval")
+    options = RequestOptions(
+        instruction="Who wrote Hamlet?", decoding=DecodingConfig(max_new_tokens=4, mode="no_retrieval", ndocs=5)
+    )
     seen = record_prompt_ids(chat_backend, monkeypatch)
     engine = SelfRagEngine(chat_backend, "tiny", use_chat_template=True)
     (answer,) = engine.run([options])

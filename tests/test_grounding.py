@@ -12,16 +12,16 @@ import math
 import pytest
 
 from selfrag.backends.scripted import ScriptedBackend, make_generation
+from selfrag.decoding.config import DecodingConfig
 from selfrag.grounding import describe, grounded, judgement, support_label, weakest
 from selfrag.prompts import format_evidence, format_prompt, no_retrieval_prompt
 from selfrag.quickstart import run
-from selfrag.scoring import Weights
 from selfrag.server import RequestOptions, SelfRagEngine
 from selfrag.tokens import ALL_TOKENS, ReflectionVocab
 
 VOCAB = ReflectionVocab(ids={tok: 1000 + k for k, tok in enumerate(ALL_TOKENS)})
 IDS = dict(VOCAB.ids)
-PAPER = Weights(use_groundness=True, use_utility=True)  # IsRel + IsSup + 0.5 IsUse, as the quickstart
+PAPER = dict(use_groundness=True, use_utility=True)  # IsRel + IsSup + 0.5 IsUse, as the quickstart
 
 
 # ------------------------------------------------------------------------------------------------------ labels
@@ -83,9 +83,8 @@ HAMLET, OSLO = format_prompt("Who wrote Hamlet?"), format_prompt("What is the ca
 
 
 def short(question: str, ctxs: list[dict], mode: str = "always_retrieve") -> RequestOptions:
-    return RequestOptions(
-        instruction=question, max_tokens=8, mode=mode, ndocs=len(ctxs), weights=PAPER, ctxs=tuple(ctxs) or None
-    )
+    decoding = DecodingConfig(max_new_tokens=8, mode=mode, ndocs=max(len(ctxs), 1), **PAPER)
+    return RequestOptions(instruction=question, decoding=decoding, ctxs=tuple(ctxs) or None)
 
 
 def test_short_form_answer_from_an_irrelevant_passage_is_not_grounded():
@@ -157,12 +156,8 @@ def test_long_form_citations_carry_the_weakest_judgement_of_their_segments():
     }
     opts = RequestOptions(
         instruction="Tell me about Alpha.",
-        max_tokens=8,
-        mode="always_retrieve",
-        ndocs=2,
+        decoding=DecodingConfig(max_new_tokens=8, mode="always_retrieve", ndocs=2, w_sup=0.0, w_use=0.0, max_depth=3),
         long_form=True,
-        weights=Weights(w_rel=1.0, w_sup=0.0, w_use=0.0),
-        max_depth=3,
         ctxs=(alpha, beta),
     )
     [answer] = engine_for(script).run([opts])

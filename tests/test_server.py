@@ -13,6 +13,7 @@ import json
 import socket
 import threading
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -23,6 +24,7 @@ pytest.importorskip("faiss")
 uvicorn = pytest.importorskip("uvicorn")
 
 from selfrag.backends.base import GenerationBackend, GenParams  # noqa: E402
+from selfrag.decoding.config import DecodingConfig  # noqa: E402
 from selfrag.decoding.long_form import beam_search  # noqa: E402
 from selfrag.decoding.short_form import run_batch  # noqa: E402
 from selfrag.errors import ConfigError  # noqa: E402
@@ -30,7 +32,6 @@ from selfrag.prompts import format_evidence, format_prompt  # noqa: E402
 from selfrag.retrieval.index import FaissIndex  # noqa: E402
 from selfrag.retrieval.retriever import Retriever  # noqa: E402
 from selfrag.retrieval.testing import CORPUS, one_hot_embedder, words  # noqa: E402
-from selfrag.scoring import Weights  # noqa: E402
 from selfrag.server import (  # noqa: E402
     RequestError,
     RequestOptions,
@@ -44,8 +45,9 @@ MODEL = "tiny-selfrag"
 PASSAGES = [
     {"id": str(i), "title": line.split(" ")[0], "text": line} for i, line in enumerate(CORPUS.strip().splitlines())
 ]
-WEIGHTS = Weights(use_groundness=True, use_utility=True, use_seqscore=True)
-DEFAULTS = RequestOptions(instruction="", max_tokens=8, ndocs=2, weights=WEIGHTS)
+SCORES = dict(use_groundness=True, use_utility=True, use_seqscore=True)
+DECODING = DecodingConfig(max_new_tokens=8, ndocs=2, max_depth=3, **SCORES)
+DEFAULTS = RequestOptions(instruction="", decoding=DECODING)
 QUESTIONS = [
     "Who directed Jaws?",
     "What is the capital of France?",
@@ -129,7 +131,7 @@ def served(hf_backend, retriever):
 
 def offline(served, question, ctxs, **overrides):
     """The library's own answer (run_batch on the same backend), for comparison."""
-    opts = DEFAULTS.__class__(**{**DEFAULTS.__dict__, "instruction": question, **overrides})
+    opts = replace(DEFAULTS, instruction=question, decoding=replace(DECODING, **overrides))
     return run_batch(
         served["backend"].inner, served["vocab"], [format_prompt(question)], [ctxs], opts.short_settings()
     )[0]
@@ -249,7 +251,7 @@ def test_long_form_has_segments_and_citation_markers(served):
     extra = {"selfrag": {"long_form": True, "mode": "always_retrieve", "ctxs": ctxs, "max_depth": 3}}
     response = served["client"].completions.create(model=MODEL, prompt="Tell me about Jaws.", extra_body=extra)
     meta = response.model_extra["selfrag"]
-    opts = RequestOptions(instruction="", max_tokens=8, ndocs=2, weights=WEIGHTS, mode="always_retrieve", max_depth=3)
+    opts = RequestOptions(instruction="", decoding=replace(DECODING, mode="always_retrieve"))
     prompt = format_prompt("Tell me about Jaws.")
     result = beam_search(served["backend"].inner, served["vocab"], [prompt], [ctxs], opts.long_settings())[0]
     text, cited = result.answer, result.citations

@@ -59,17 +59,8 @@ class ServerConfig(ModelConfig, DecodingConfig):
             raise ConfigError(f"--max_request_bytes must be at least 1024; got {self.max_request_bytes}")
 
     def defaults(self) -> RequestOptions:
-        return RequestOptions(
-            instruction="",
-            max_tokens=self.max_new_tokens,
-            mode=self.resolved_mode,
-            ndocs=self.ndocs,
-            threshold=self.threshold,
-            long_form=self.long_form,
-            weights=self.weights(),
-            beam_width=self.beam_width,
-            max_depth=self.max_depth,
-        )
+        """The options of a request that sets none: this config's decoding flags."""
+        return RequestOptions(instruction="", decoding=self.decoding(), long_form=self.long_form)
 
 
 def default_encoder() -> str:

@@ -16,11 +16,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, field, replace
 from typing import Any
 
 from selfrag.backends import GenerationBackend
 from selfrag.backends.base import Generation
+from selfrag.decoding.config import DecodingConfig
 from selfrag.decoding.long_form import BeamResult, LongFormSettings, beam_search, clean_segment
 from selfrag.decoding.short_form import ItemResult, ShortFormSettings, run_batch
 from selfrag.errors import ConfigError
@@ -39,53 +40,46 @@ Search = Callable[[list[str], int], list[list[dict[str, Any]]]]
 
 @dataclass(frozen=True)
 class RequestOptions:
-    """One question and how to answer it; requests whose options differ only in `instruction` / `ctxs` share a
-    backend call."""
+    """One question and how to answer it: the server's `DecodingConfig` with the request's own values (the same
+    knobs as every command's, `selfrag/decoding/config.py`), whether to answer in long form, the request's own
+    passages and whether to add the answer trace. Requests whose options differ only in `instruction` / `ctxs` /
+    `trace` share a backend call."""
 
     instruction: str
-    max_tokens: int
-    mode: str = "adaptive_retrieval"
-    ndocs: int = 5
-    threshold: float | None = None
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
     long_form: bool = False
-    weights: Weights = Weights()
-    beam_width: int = 2
-    max_depth: int = 3
     ctxs: tuple[Mapping[str, Any], ...] | None = None
     trace: bool = False  # add the answer trace (selfrag/views/trace.py) to the response's `selfrag` field
 
+    @property
+    def max_tokens(self) -> int:
+        return self.decoding.max_new_tokens
+
+    @property
+    def mode(self) -> str:
+        return self.decoding.resolved_mode
+
+    @property
+    def ndocs(self) -> int:
+        return self.decoding.ndocs
+
+    @property
+    def threshold(self) -> float | None:
+        return self.decoding.threshold
+
+    @property
+    def weights(self) -> Weights:
+        return self.decoding.weights()
+
     def group(self) -> tuple:
         """Requests with the same key are decoded by one call."""
-        return (
-            self.max_tokens,
-            self.mode,
-            self.ndocs,
-            self.threshold,
-            self.long_form,
-            self.weights,
-            self.beam_width,
-            self.max_depth,
-        )
+        return (self.long_form, *astuple(self.decoding))
 
     def short_settings(self) -> ShortFormSettings:
-        return ShortFormSettings(
-            mode=self.mode,
-            threshold=self.threshold,
-            ndocs=self.ndocs,  # type: ignore[arg-type]
-            max_new_tokens=self.max_tokens,
-            weights=self.weights,
-        )
+        return self.decoding.short_settings()
 
     def long_settings(self) -> LongFormSettings:
-        return LongFormSettings(
-            mode=self.mode,
-            threshold=self.threshold,
-            ndocs=self.ndocs,  # type: ignore[arg-type]
-            beam_width=self.beam_width,
-            max_depth=self.max_depth,
-            max_new_tokens=self.max_tokens,
-            weights=self.weights,
-        )
+        return self.decoding.long_settings()
 
 
 @dataclass
@@ -144,7 +138,7 @@ class SelfRagEngine:
             chat_template_prompt(backend.tokenizer, "")  # a tokenizer without a template fails now, not per request
         self.vocab = vocab or ReflectionVocab.from_tokenizer(backend.tokenizer, source=model_id)
         self.model_id, self.search = model_id, search
-        self.defaults = defaults or RequestOptions(instruction="", max_tokens=100)
+        self.defaults = defaults or RequestOptions(instruction="", decoding=DecodingConfig(max_new_tokens=100))
         self.batch_size, self.batch_wait_s = batch_size, batch_wait_ms / 1000.0
         self.batches: list[int] = []  # requests per batched Self-RAG call, in order (for /health and benchmarks)
         self._queue: queue.Queue[_Job | None] = queue.Queue()

@@ -9,9 +9,11 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from selfrag.decoding.config import DecodingConfig
+from selfrag.errors import ConfigError
 from selfrag.prompts import format_evidence
 from selfrag.server.engine import MODES, Answer, RequestOptions, SelfRagEngine
 
@@ -64,27 +66,36 @@ def instruction_of(body: Mapping[str, Any], chat: bool) -> str:
     return content
 
 
-# The decoding options a request may set in its `selfrag` object (DecodingConfig's names, both IsSup spellings).
-SCORING_SWITCHES = {
-    "use_groundness": "use_groundness",
-    "use_grounding": "use_groundness",
-    "use_utility": "use_utility",
-    "use_seqscore": "use_seqscore",
-}
-OPTIONS = {
-    "mode",
-    "ndocs",
-    "threshold",
-    "long_form",
-    "ctxs",
-    "beam_width",
-    "max_depth",
-    "trace",
-    "w_rel",
-    "w_sup",
-    "w_use",
-    *SCORING_SWITCHES,
-}
+# The options a request may set in its `selfrag` object: DecodingConfig's knobs (both IsSup spellings; max_tokens
+# is the request's own field, and compat a run-level switch), and the request's long_form, ctxs and trace.
+DECODING_OPTIONS = {f.name: f for f in fields(DecodingConfig) if f.name not in ("max_new_tokens", "compat")}
+ALIASES = {"use_grounding": "use_groundness"}
+OPTIONS = {*DECODING_OPTIONS, *ALIASES, "long_form", "ctxs", "trace"}
+MINIMUM = {"ndocs": 1, "beam_width": 1, "max_depth": 2}
+
+
+def _decoding_value(extra: Mapping[str, Any], key: str) -> Any:
+    """The value of the decoding option `key` of a request's `selfrag` object, checked as its flag would be."""
+    name, value, where = ALIASES.get(key, key), extra[key], f"selfrag.{key}"
+    if name == "mode":
+        if value not in MODES:
+            raise RequestError(f"'{where}' must be one of {list(MODES)}", where)
+        return value
+    if name in MINIMUM:
+        return _int(extra, key, MINIMUM[name], "selfrag.")
+    if name == "threshold":
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1
+        ):
+            raise RequestError(f"'{where}' must be a probability in [0, 1] or null", where)
+        return None if value is None else float(value)
+    if isinstance(DECODING_OPTIONS[name].default, bool):  # the switches (annotations may be strings or types)
+        if not isinstance(value, bool):
+            raise RequestError(f"'{where}' must be true or false", where, "invalid_type")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"'{where}' must be a number", where, "invalid_type")
+    return float(value)
 
 
 def parse_request(body: Any, chat: bool, engine: SelfRagEngine) -> tuple[RequestOptions, bool]:
@@ -103,45 +114,27 @@ def parse_request(body: Any, chat: bool, engine: SelfRagEngine) -> tuple[Request
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise RequestError("'stream' must be true or false", "stream", "invalid_type")
-    opts = replace(engine.defaults, instruction=instruction, max_tokens=max_tokens or engine.defaults.max_tokens)
     extra = body.get("selfrag") or {}
     if not isinstance(extra, dict):
         raise RequestError("'selfrag' must be an object", "selfrag", "invalid_type")
     unknown = sorted(set(extra) - OPTIONS)
     if unknown:
         raise RequestError(f"unknown 'selfrag' options {unknown}", f"selfrag.{unknown[0]}")
-    if "mode" in extra:
-        if extra["mode"] not in MODES:
-            raise RequestError(f"'selfrag.mode' must be one of {list(MODES)}", "selfrag.mode")
-        opts = replace(opts, mode=extra["mode"])
-    for key, minimum in (("ndocs", 1), ("beam_width", 1), ("max_depth", 2)):
-        value = _int(extra, key, minimum, "selfrag.")
-        if value is not None:
-            opts = replace(opts, **{key: value})
-    if "threshold" in extra:
-        t = extra["threshold"]
-        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 1):
-            raise RequestError("'selfrag.threshold' must be a probability in [0, 1] or null", "selfrag.threshold")
-        opts = replace(opts, threshold=None if t is None else float(t))
+    changes = {
+        ALIASES.get(key, key): _decoding_value(extra, key) for key in extra if key in DECODING_OPTIONS or key in ALIASES
+    }
+    if max_tokens:
+        changes["max_new_tokens"] = max_tokens
+    try:
+        decoding = replace(engine.defaults.decoding, **changes)
+    except ConfigError as err:
+        raise RequestError(str(err).replace("--", "selfrag."), "selfrag") from err
+    opts = replace(engine.defaults, instruction=instruction, decoding=decoding)
     for key in ("long_form", "trace"):
         if key in extra:
             if not isinstance(extra[key], bool):
                 raise RequestError(f"'selfrag.{key}' must be true or false", f"selfrag.{key}", "invalid_type")
             opts = replace(opts, **{key: extra[key]})
-    weights = {}
-    for key in SCORING_SWITCHES:
-        if key in extra:
-            if not isinstance(extra[key], bool):
-                raise RequestError(f"'selfrag.{key}' must be true or false", f"selfrag.{key}", "invalid_type")
-            weights[SCORING_SWITCHES[key]] = extra[key]
-    for key in ("w_rel", "w_sup", "w_use"):
-        if key in extra:
-            w = extra[key]
-            if isinstance(w, bool) or not isinstance(w, (int, float)):
-                raise RequestError(f"'selfrag.{key}' must be a number", f"selfrag.{key}", "invalid_type")
-            weights[key] = float(w)
-    if weights:
-        opts = replace(opts, weights=replace(opts.weights, **weights))
     if "ctxs" in extra:
         ctxs = extra["ctxs"]
         if not isinstance(ctxs, list) or not ctxs:
