@@ -22,9 +22,10 @@ Modules: `engine` (the queue, the batching worker, `SelfRagEngine`), `protocol` 
 response / chunk bodies), `app` (the FastAPI app and `main`), `config` (`ServerConfig`, `build_engine`).
 """
 
+from selfrag.decoding.config import MODES
 from selfrag.server.app import create_app, main
 from selfrag.server.config import ServerConfig, build_engine, build_search, default_encoder
-from selfrag.server.engine import MODES, Answer, RequestOptions, Search, SelfRagEngine
+from selfrag.server.engine import Answer, RequestOptions, Search, SelfRagEngine
 from selfrag.server.protocol import Reply, RequestError, instruction_of, parse_request
 
 __all__ = [

@@ -34,7 +34,7 @@ from selfrag.views.trace import long_trace, short_trace
 
 logger = logging.getLogger(__name__)
 
-MODES = ("adaptive_retrieval", "no_retrieval", "always_retrieve")
+
 Search = Callable[[list[str], int], list[list[dict[str, Any]]]]
 
 

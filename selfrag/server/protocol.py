@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from selfrag.decoding.config import DecodingConfig
+from selfrag.decoding.config import MODES, DecodingConfig
 from selfrag.errors import ConfigError
 from selfrag.prompts import format_evidence
-from selfrag.server.engine import MODES, Answer, RequestOptions, SelfRagEngine
+from selfrag.server.engine import Answer, RequestOptions, SelfRagEngine
 
 
 class RequestError(Exception):
