@@ -24,7 +24,7 @@ from selfrag.data import CTX_KEYS, ResumableRun, clean, get_ctxs, load_items, re
 from selfrag.decoding.config import DecodingConfig
 from selfrag.decoding.long_form import BeamResult, LongFormSettings, PassageSource, beam_search
 from selfrag.errors import ConfigError, DataFormatError
-from selfrag.eval.short_form import prompt_tokenizer
+from selfrag.eval.short_form import check_run_config, prompt_tokenizer
 from selfrag.prompts import format_prompt
 from selfrag.tasks import Task, task_for_flag
 from selfrag.tokens import ReflectionVocab
@@ -61,14 +61,7 @@ class LongFormConfig(ModelConfig, DecodingConfig):
     )
 
     def __post_init__(self) -> None:
-        if not self.model_name:
-            raise ConfigError("--model_name is required")
-        if not self.input_file or not self.output_file:
-            raise ConfigError("--input_file and --output_file are required")
-        DecodingConfig.__post_init__(self)
-        for name in ("batch_size", "max_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name} must be at least 1; got {getattr(self, name)}")
+        check_run_config(self)
         long_form_task(self.task)
 
     def settings(self) -> LongFormSettings:

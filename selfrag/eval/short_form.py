@@ -68,14 +68,7 @@ class ShortFormConfig(ModelConfig, DecodingConfig):
     tokenizer_path: str | None = run_only("Unused (original flag).", default=None)
 
     def __post_init__(self) -> None:
-        if not self.model_name:
-            raise ConfigError("--model_name is required")
-        if not self.input_file or not self.output_file:
-            raise ConfigError("--input_file and --output_file are required")
-        DecodingConfig.__post_init__(self)
-        for name in ("batch_size", "max_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name} must be at least 1; got {getattr(self, name)}")
+        check_run_config(self)
         if self.metric is None:
             self.metric = default_metric(self.task)  # type: ignore[assignment]
 
@@ -85,6 +78,19 @@ class ShortFormConfig(ModelConfig, DecodingConfig):
     def fingerprint(self) -> dict[str, Any]:
         """The settings that shape per-item results; a resumed run must match them."""
         return fingerprint(self)
+
+
+def check_run_config(config: Any) -> None:
+    """The checks every evaluation run's config shares (short and long form): required paths, the decoding flags,
+    batch sizes."""
+    if not config.model_name:
+        raise ConfigError("--model_name is required")
+    if not config.input_file or not config.output_file:
+        raise ConfigError("--input_file and --output_file are required")
+    DecodingConfig.__post_init__(config)
+    for name in ("batch_size", "max_batch_size"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"--{name} must be at least 1; got {getattr(config, name)}")
 
 
 def gold_answers(item: dict[str, Any], task: str | None, compat: str) -> list[str]:
