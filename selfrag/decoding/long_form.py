@@ -122,10 +122,14 @@ class BeamResult:
     retrieval_prob: float | None
     path: list[Node]
     tree: list[Node]
-    no_retrieval_text: str | None = None
     answer: str = ""
     citations: list[dict[str, Any]] = field(default_factory=list)
-    no_retrieval: Generation | None = field(default=None, repr=False)
+    no_retrieval: Generation | None = field(default=None, repr=False)  # the answer without retrieval
+
+    @property
+    def no_retrieval_text(self) -> str | None:
+        """The answer without retrieval, up to its first blank line."""
+        return None if self.no_retrieval is None else self.no_retrieval.text.split("\n\n")[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -208,8 +212,7 @@ def beam_search(
     if no_ret:
         gens = backend.generate([no_retrieval_prompt(prompts[i]) for i in no_ret], params)
         for i, gen in zip(no_ret, gens):
-            text = gen.text.split("\n\n")[0]
-            results[i] = BeamResult(False, decisions[i][1], path=[], tree=[], no_retrieval_text=text, no_retrieval=gen)
+            results[i] = BeamResult(False, decisions[i][1], path=[], tree=[], no_retrieval=gen)
 
     trees: dict[int, list[Node]] = {}
     beams: dict[int, list[Node]] = {}

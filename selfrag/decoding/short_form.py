@@ -60,8 +60,8 @@ class Candidate:
     """The answer written with one passage, and how the model judged it.
 
     `text` is the completion with its reflection tokens; `answer` the same text cleaned as a prediction; `rel` /
-    `sup` / `use` the IsRel / IsSup / IsUse tokens the model wrote with their probabilities; `scores` the weighted
-    parts of the passage's score (`scores.total` ranks the candidates).
+    `sup` / `use` the IsRel / IsSup / IsUse tokens the model wrote with their probabilities; `scores` the parts of
+    the passage's score before weights, and their weighted sum `scores.total`, which ranks the candidates.
     """
 
     passage: Mapping[str, Any]
@@ -191,11 +191,10 @@ def rerank(
     if settings.closed:  # max() keeps the first-inserted answer among equal sums, as the original's stable sort
         winner = max(answer_scores, key=answer_scores.__getitem__)
         return winner, candidates, next(i for i, c in enumerate(candidates) if c.answer == winner)
-    best_text = generations[best_i].text
     if settings.compat == "original":
         # The original returns vllm's text, from which skip_special_tokens=True already removed the tokens.
-        return strip_reflection_tokens(best_text), candidates, best_i
-    return postprocess_answer(best_text), candidates, best_i
+        return strip_reflection_tokens(generations[best_i].text), candidates, best_i
+    return candidates[best_i].answer, candidates, best_i
 
 
 def run_batch(

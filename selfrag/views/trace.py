@@ -26,13 +26,8 @@ from typing import Any
 
 from selfrag.decoding.long_form import BeamResult, clean_segment
 from selfrag.decoding.short_form import ItemResult
-from selfrag.scoring import Judgement
 
 logger = logging.getLogger(__name__)
-
-
-def _judged(j: Judgement) -> dict[str, Any]:
-    return {"token": j.token, "prob": j.prob}
 
 
 def _passage(ctx: Mapping[str, Any] | None) -> dict[str, str] | None:
@@ -47,9 +42,9 @@ def short_trace(question: str, item: ItemResult, mode: str, threshold: float | N
         {
             "passage": _passage(c.passage),
             "answer": c.answer,
-            "rel": _judged(c.rel),
-            "sup": _judged(c.sup),
-            "use": _judged(c.use),
+            "rel": asdict(c.rel),
+            "sup": asdict(c.sup),
+            "use": asdict(c.use),
             "score": c.scores.total,
             "parts": {k: v for k, v in asdict(c.scores).items() if k != "total"},
         }
@@ -77,9 +72,9 @@ def long_trace(question: str, result: BeamResult) -> dict[str, Any]:
             "depth": n.depth,
             "passage": _passage(n.ctx),
             "segment": clean_segment(n.segment),
-            "rel": _judged(n.rel),
-            "sup": _judged(n.sup),
-            "use": _judged(n.use),
+            "rel": asdict(n.rel),
+            "sup": asdict(n.sup),
+            "use": asdict(n.use),
             "score": n.score,
             "kept": n.kept,
         }
